@@ -1,0 +1,59 @@
+"""`cutover` on the command line: runs the flows with the environment's configuration."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from cutover.errors import CutoverError
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cutover.settings import load_settings
+
+    load_settings()  # a bad setting is reported before Prefect starts
+    from flows.cutover import cutover
+    from tasks.checklist import Checklist
+
+    checklist = Checklist.all_confirmed() if args.confirm_checklist else Checklist()
+    summary = cutover(
+        baseline_rev=args.baseline_rev,
+        target_rev=args.target_rev,
+        dry_run=args.dry_run,
+        cleanup_scratch=not args.keep_scratch,
+        approved_by=args.approved_by,
+        checklist=checklist,
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cutover", description="Safe Alembic cutover of a live PostgreSQL database.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the cutover flow against POSTGRES_DB")
+    run.add_argument("--baseline-rev", help="Alembic revision matching the legacy schema (default: BASELINE_REV)")
+    run.add_argument("--target-rev", default="head", help="revision to upgrade to (default: head)")
+    run.add_argument("--dry-run", action="store_true", help="stop after the scratch dry run; production untouched")
+    run.add_argument("--keep-scratch", action="store_true", help="keep the scratch copy after success")
+    run.add_argument("--approved-by", help="who approved the maintenance window")
+    run.add_argument("--confirm-checklist", action="store_true",
+                     help="confirm every item of the runbook's section 1 checklist")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+    except CutoverError as exc:
+        print(f"cutover: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the flow already logged the traceback; keep the last word short
+        print(f"cutover: failed: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
+        return 1
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""The run manifest: the one source of truth about a cutover run.
+
+A JSON document next to the backup, rewritten atomically after every step. It
+says which steps ran, where the backup is and its SHA-256, the row counts, and
+the revision before and after. The rollback decides from it alone, so it works
+from another process, another machine, or hours later.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from cutover.process import redact
+
+MANIFEST_NAME = "manifest.json"
+SCHEMA_VERSION = 1
+
+# Steps after which production may differ from the backup: a failure from here
+# on needs the restore-from-backup rollback.
+PRODUCTION_STEPS = ("production-stamp", "production-upgrade", "validate")
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class StepRecord(BaseModel):
+    name: str
+    status: str = "running"  # running | succeeded | failed | skipped
+    started_at: str = Field(default_factory=utcnow)
+    ended_at: str | None = None
+    seconds: float | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class BackupRecord(BaseModel):
+    path: str
+    size_bytes: int
+    sha256: str
+    schema_path: str | None = None
+    pg_dump_major: int | None = None
+    archive_tables: list[str] = Field(default_factory=list)
+
+
+class Manifest(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    flow_run_id: str | None = None
+    database: str
+    host: str
+    port: int
+    started_at: str = Field(default_factory=utcnow)
+    finished_at: str | None = None
+    status: str = "running"  # running | succeeded | failed | noop | dry-run
+    dry_run: bool = False
+    baseline_rev: str | None = None
+    target_rev: str | None = None
+    revision_before: str | None = None
+    revision_after: str | None = None
+    production_touched: bool = False
+    scratch_db: str | None = None
+    backup: BackupRecord | None = None
+    row_counts: dict[str, int] = Field(default_factory=dict)
+    checklist: dict[str, Any] = Field(default_factory=dict)
+    steps: list[StepRecord] = Field(default_factory=list)
+    failure: dict[str, str] | None = None
+
+    def step(self, name: str) -> StepRecord | None:
+        for record in reversed(self.steps):
+            if record.name == name:
+                return record
+        return None
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write atomically with mode 0600: a reader never sees half a manifest."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load_manifest(path: Path) -> Manifest:
+    return Manifest.model_validate_json(Path(path).read_text())
+
+
+class RunRecorder:
+    """Owns the manifest of one run and saves it after every change."""
+
+    def __init__(self, manifest: Manifest, run_dir: Path, secrets: tuple[str, ...] = ()):
+        self.manifest = manifest
+        self.run_dir = run_dir
+        self.secrets = secrets
+        self.save()
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir / MANIFEST_NAME
+
+    def save(self) -> None:
+        text = json.dumps(self.manifest.model_dump(mode="json"), indent=2)
+        write_private(self.path, redact(text, self.secrets))
+
+    def update(self, **fields: Any) -> None:
+        for key, value in fields.items():
+            setattr(self.manifest, key, value)
+        self.save()
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[StepRecord]:
+        record = StepRecord(name=name)
+        self.manifest.steps.append(record)
+        if name in PRODUCTION_STEPS:
+            # Recorded before the step runs: a crash mid-step must still read as "touched".
+            self.manifest.production_touched = True
+        self.save()
+        started = time.monotonic()
+        try:
+            yield record
+        except BaseException as exc:
+            record.status = "failed"
+            record.error = redact(_one_line(exc), self.secrets)
+            self.manifest.failure = {"step": name, "error": record.error, "trace": redact(_trace(exc), self.secrets)}
+            raise
+        else:
+            if record.status == "running":
+                record.status = "succeeded"
+        finally:
+            record.ended_at = utcnow()
+            record.seconds = round(time.monotonic() - started, 3)
+            self.save()
+
+    def skip(self, name: str, reason: str) -> None:
+        self.manifest.steps.append(
+            StepRecord(name=name, status="skipped", ended_at=utcnow(), seconds=0.0, detail={"reason": reason})
+        )
+        self.save()
+
+    def finish(self, status: str) -> None:
+        self.manifest.status = status
+        self.manifest.finished_at = utcnow()
+        self.save()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or exc.__class__.__name__
+
+
+def _trace(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc))[-2000:]

@@ -1,0 +1,66 @@
+"""The summary report (runbook 5.4) rendered from the manifest alone."""
+
+from __future__ import annotations
+
+from cutover.manifest import Manifest
+
+REPORT_NAME = "report.md"
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    return f"{n} B"
+
+
+def render_report(m: Manifest) -> str:
+    lines = [
+        f"# Cutover of `{m.database}`: {m.status}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| database | `{m.database}` on `{m.host}:{m.port}` |",
+        f"| run | `{m.run_id}`{f' (flow run `{m.flow_run_id}`)' if m.flow_run_id else ''} |",
+        f"| started / finished (UTC) | {m.started_at} / {m.finished_at or '-'} |",
+        f"| baseline / target | `{m.baseline_rev}` / `{m.target_rev}` |",
+        f"| revision before / after | `{m.revision_before or 'none (legacy, no alembic_version)'}` / `{m.revision_after or '-'}` |",
+        f"| production touched | {'yes' if m.production_touched else 'no'} |",
+        f"| dry run | {'yes' if m.dry_run else 'no'} |",
+        f"| scratch database | `{m.scratch_db or '-'}` |",
+    ]
+    if m.checklist:
+        lines.append(f"| checklist | {', '.join(f'{k}: {v}' for k, v in m.checklist.items())} |")
+    if m.backup:
+        b = m.backup
+        lines += [
+            "",
+            "## Backup",
+            "",
+            "| file | size | SHA-256 |",
+            "|---|---|---|",
+            f"| `{b.path}` | {human_size(b.size_bytes)} ({b.size_bytes} bytes) | `{b.sha256}` |",
+        ]
+        if b.schema_path:
+            lines.append(f"| `{b.schema_path}` | schema only | |")
+    if m.row_counts:
+        lines += ["", "## Rows before the cutover", "", "| table | rows |", "|---|---:|"]
+        lines += [f"| `{t}` | {n} |" for t, n in m.row_counts.items()]
+    lines += ["", "## Steps", "", "| step | status | seconds | note |", "|---|---|---:|---|"]
+    total = 0.0
+    for s in m.steps:
+        total += s.seconds or 0.0
+        note = s.error or s.detail.get("reason") or s.detail.get("summary") or ""
+        lines.append(f"| {s.name} | {s.status} | {s.seconds if s.seconds is not None else '-'} | {note} |")
+    lines.append(f"| **total** | | {total:.3f} | |")
+    if m.failure:
+        lines += ["", "## Failure", "", f"Step `{m.failure['step']}`: {m.failure['error']}"]
+        lines.append("")
+        lines.append(
+            "Production was touched: restore from the backup above (runbook section 6)."
+            if m.production_touched
+            else "Production was not touched: nothing to roll back."
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,167 @@
+"""The one configuration model: the runbook's variable names plus CUTOVER_*.
+
+A bad value becomes one sentence naming the setting and the expected form,
+raised before any database is touched.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cutover.errors import ConfigError
+
+# PostgreSQL folds unquoted names and truncates at 63 bytes; a name that needs
+# quoting is refused outright rather than quoted into something surprising.
+IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_IDENTIFIER_BYTES = 63
+REVISION_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+IDENTIFIER_FORM = "a plain identifier: ASCII letters, digits and underscores, not starting with a digit, at most 63 characters"
+
+
+def check_identifier(value: str) -> str:
+    if not IDENTIFIER_RE.match(value) or len(value.encode()) > MAX_IDENTIFIER_BYTES:
+        raise ValueError(f"expected {IDENTIFIER_FORM}")
+    return value
+
+
+def check_revision(value: str) -> str:
+    if not REVISION_RE.match(value):
+        raise ValueError("expected an Alembic revision id: letters, digits, '_', '-' or '.'")
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, case_sensitive=False)
+
+    postgres_host: str = Field("127.0.0.1", validation_alias="POSTGRES_HOST")
+    postgres_port: int = Field(5432, validation_alias="POSTGRES_PORT", ge=1, le=65535)
+    postgres_user: str = Field("postgres", validation_alias="POSTGRES_USER")
+    postgres_password: SecretStr | None = Field(None, validation_alias="POSTGRES_PASSWORD")
+    postgres_db: str = Field(validation_alias="POSTGRES_DB")
+    baseline_rev: str | None = Field(None, validation_alias="BASELINE_REV")
+
+    alembic_dir: Path = Field(Path("."), validation_alias="CUTOVER_ALEMBIC_DIR")
+    alembic_command: str = Field("alembic", validation_alias="CUTOVER_ALEMBIC_COMMAND")
+    backup_dir: Path = Field(Path("./backups"), validation_alias="CUTOVER_BACKUP_DIR")
+    health_url: str = Field("http://localhost:8000", validation_alias="CUTOVER_HEALTH_URL")
+    health_paths: str = Field("/,/docs", validation_alias="CUTOVER_HEALTH_PATHS")
+    pg_bin: Path | None = Field(None, validation_alias="CUTOVER_PG_BIN")
+    service_status: str | None = Field(None, validation_alias="CUTOVER_SERVICE_STATUS")
+    service_stop: str | None = Field(None, validation_alias="CUTOVER_SERVICE_STOP")
+    service_start: str | None = Field(None, validation_alias="CUTOVER_SERVICE_START")
+
+    # Subprocess timeouts: Prefect's own task timeout cannot interrupt a blocked
+    # call, so every pg tool and alembic call carries one of these.
+    dump_timeout: float = Field(3600, validation_alias="CUTOVER_DUMP_TIMEOUT", gt=0)
+    alembic_timeout: float = Field(1800, validation_alias="CUTOVER_ALEMBIC_TIMEOUT", gt=0)
+    health_timeout: float = Field(30, validation_alias="CUTOVER_HEALTH_TIMEOUT", gt=0)
+
+    @field_validator("postgres_host", "postgres_user")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("expected a non-empty value")
+        return value
+
+    @field_validator("postgres_db")
+    @classmethod
+    def _db_name(cls, value: str) -> str:
+        return check_identifier(value)
+
+    @field_validator("baseline_rev")
+    @classmethod
+    def _baseline(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        return check_revision(value)
+
+    @field_validator("alembic_command", "service_status", "service_stop", "service_start")
+    @classmethod
+    def _command(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            argv = shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"expected a command line with balanced quotes ({exc})") from None
+        if not argv:
+            return None
+        return value
+
+    @field_validator("health_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value.strip().lower() in ("", "none"):
+            return ""
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError("expected an http:// or https:// URL such as http://localhost:8000, or 'none'")
+        return value.rstrip("/")
+
+    @field_validator("health_paths")
+    @classmethod
+    def _paths(cls, value: str) -> str:
+        paths = [p.strip() for p in value.split(",") if p.strip()]
+        if not all(p.startswith("/") for p in paths):
+            raise ValueError("expected a comma-separated list of paths each starting with '/', such as /,/docs")
+        return ",".join(paths)
+
+    # -- derived values -------------------------------------------------
+
+    @property
+    def health_path_list(self) -> list[str]:
+        return [p for p in self.health_paths.split(",") if p]
+
+    @property
+    def alembic_argv(self) -> list[str]:
+        return shlex.split(self.alembic_command)
+
+    @property
+    def password(self) -> str | None:
+        return self.postgres_password.get_secret_value() if self.postgres_password else None
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(s for s in (self.password,) if s)
+
+    def service_argv(self, which: str) -> list[str] | None:
+        value = getattr(self, f"service_{which}")
+        return shlex.split(value) if value else None
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    field_name = str(loc[0]) if loc else "?"
+    field = Settings.model_fields.get(field_name)
+    alias = field.validation_alias if field else None
+    return alias if isinstance(alias, str) else field_name.upper()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment (and overrides, by env name) into Settings or raise ConfigError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = _env_name(tuple(err.get("loc", ())))
+        if err.get("type") == "missing":
+            raise ConfigError(f"{name} is not set; expected {_expected(name)}.") from None
+        message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        shown = "" if "PASSWORD" in name else f" ({_short(err.get('input'))})"
+        raise ConfigError(f"{name} is invalid{shown}: {message}.") from None
+
+
+def _expected(name: str) -> str:
+    return {"POSTGRES_DB": f"the name of the pilot database, {IDENTIFIER_FORM}"}.get(name, "a value")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

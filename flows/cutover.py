@@ -1,0 +1,165 @@
+"""The cutover flow: runbook sections 1 to 5 and 7, in the runbook's order.
+
+Read top to bottom, this is the runbook. Every step is recorded in the run
+manifest before and after it runs, so a failure at any point leaves a record
+that says whether production was touched and where its backup is.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from cutover import db
+from cutover.manifest import Manifest, RunRecorder
+from cutover.settings import load_settings
+from cutover.toolkit import Toolkit
+from tasks.backup import full_backup, schema_snapshot, verify_backup
+from tasks.checklist import Checklist, checklist_gate
+from tasks.cleanup import drop_scratch
+from tasks.preflight import preflight
+from tasks.production import production_current, stamp_production, upgrade_production
+from tasks.report import publish_report
+from tasks.scratch import migrate_scratch, restore_scratch
+from tasks.validation import api_health, db_objects, service_status
+
+
+@flow(name="cutover", description="Back up, dry-run on scratch, then stamp and upgrade production to the target revision.")
+def cutover(
+    baseline_rev: str | None = None,
+    target_rev: str = "head",
+    dry_run: bool = False,
+    cleanup_scratch: bool = True,
+    approved_by: str | None = None,
+    checklist: Checklist = Checklist(),
+) -> dict[str, Any]:
+    """
+    Args:
+        baseline_rev: Alembic revision that matches the legacy schema; defaults to BASELINE_REV.
+        target_rev: Revision to upgrade to ("head" by default).
+        dry_run: Stop after the scratch dry run; production is never touched.
+        cleanup_scratch: Drop the scratch copy after a successful run.
+        approved_by: Who approved this maintenance window (required unless dry_run).
+        checklist: Runbook section 1; every box must be ticked unless dry_run.
+    """
+    log = get_run_logger()
+    settings = load_settings()
+    kit = Toolkit.from_settings(settings)
+
+    # 1. Maintenance window checklist
+    answers = checklist_gate(settings.postgres_db, approved_by, checklist, dry_run)
+    plan, pg = preflight(kit, baseline_rev, target_rev)
+    rec = RunRecorder(
+        Manifest(
+            run_id=str(flow_run.id or uuid.uuid4()),
+            flow_run_id=flow_run.id,
+            database=plan.database,
+            host=kit.conn.host,
+            port=kit.conn.port,
+            dry_run=dry_run,
+            baseline_rev=plan.baseline_rev,
+            target_rev=plan.target_rev,
+            revision_before=plan.revision_before,
+            checklist=answers,
+        ),
+        plan.run_dir,
+        settings.secrets,
+    )
+    try:
+        if plan.at_target:
+            log.info("Production is already at %s: nothing to change.", plan.target_rev)
+            _validate(rec, kit, plan, pg, at_target=True)
+            rec.update(revision_after=plan.revision_before)
+            rec.finish("noop")
+            return _summary(rec)
+
+        # 2. Backup (mandatory)
+        with rec.step("row-counts"):
+            rec.update(row_counts=db.row_counts(kit.conn, plan.database, plan.tables))
+        with rec.step("backup-full"):
+            backup = full_backup(pg, plan)
+            rec.update(backup=backup)
+        with rec.step("backup-schema"):
+            backup.schema_path = schema_snapshot(pg, plan)
+            rec.update(backup=backup)
+        with rec.step("backup-verify"):
+            rec.update(backup=verify_backup(pg, plan, backup))
+
+        # 3. Schema parity: dry run on a scratch clone restored from the backup
+        with rec.step("scratch-restore"):
+            rec.update(scratch_db=plan.scratch_db)
+            restore_scratch(pg, kit, plan, backup, rec.manifest.row_counts)
+        with rec.step("scratch-migrate"):
+            migrate_scratch(kit, plan)
+
+        if dry_run:
+            rec.skip("production-stamp", "dry run")
+            rec.skip("production-upgrade", "dry run")
+            _drop_scratch(rec, pg, plan, cleanup_scratch)
+            rec.update(revision_after=plan.revision_before)
+            rec.finish("dry-run")
+            return _summary(rec)
+
+        # 4. Production stamp + upgrade, only after the scratch pass
+        transcripts = []
+        if plan.needs_stamp:
+            with rec.step("production-stamp"):
+                transcripts.append(stamp_production(kit, plan))
+        else:
+            rec.skip("production-stamp", f"already at {plan.revision_before}")
+        with rec.step("production-upgrade"):
+            transcripts.append(upgrade_production(kit, plan))
+        with rec.step("production-current"):
+            rec.update(revision_after=production_current(kit, plan, transcripts))
+
+        # 5. Post-migration validation
+        _validate(rec, kit, plan, pg, at_target=False)
+
+        # 7. Cleanup
+        _drop_scratch(rec, pg, plan, cleanup_scratch)
+        rec.finish("succeeded")
+        return _summary(rec)
+    except BaseException:
+        rec.finish("failed")
+        if rec.manifest.scratch_db:
+            log.warning("Scratch copy %s kept for inspection.", rec.manifest.scratch_db)
+        raise
+    finally:
+        # 5.4 Record migration evidence, whatever the outcome.
+        publish_report(rec.manifest, plan.run_dir)
+
+
+def _validate(rec: RunRecorder, kit: Toolkit, plan, pg, *, at_target: bool) -> None:
+    name = "validate" if not at_target else "validate-unchanged"
+    with rec.step(name) as step:
+        if at_target:
+            production_current(kit, plan, [])
+        service_status(kit, plan)
+        rows = api_health(kit, plan)
+        tables = db_objects(kit, plan, pg, compare_with_scratch=not at_target)
+        step.detail = {"summary": f"{len(rows)} health paths OK, {len(tables)} tables"}
+
+
+def _drop_scratch(rec: RunRecorder, pg, plan, cleanup: bool) -> None:
+    if not cleanup:
+        rec.skip("scratch-drop", f"cleanup_scratch is false: {plan.scratch_db} kept")
+        return
+    with rec.step("scratch-drop"):
+        drop_scratch(pg, plan.scratch_db)
+        rec.update(scratch_db=None)
+
+
+def _summary(rec: RunRecorder) -> dict[str, Any]:
+    m = rec.manifest
+    return {
+        "status": m.status,
+        "database": m.database,
+        "revision_before": m.revision_before,
+        "revision_after": m.revision_after,
+        "backup": m.backup.path if m.backup else None,
+        "manifest": str(rec.path),
+        "run_dir": str(rec.run_dir),
+    }

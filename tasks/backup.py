@@ -1,0 +1,55 @@
+"""Runbook section 2: full backup, schema snapshot, verification."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from cutover import backup as backups
+from cutover.manifest import BackupRecord
+from cutover.pgtools import PgClient
+from cutover.plan import Plan
+from cutover.report import human_size
+from tasks.evidence import code_block, publish_markdown, publish_table
+
+
+@task(name="backup-full", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)
+def full_backup(pg: PgClient, plan: Plan) -> BackupRecord:
+    """2.1. No retry: a second dump in the same window costs minutes, and the failure needs a look."""
+    outcome = backups.full_backup(pg, plan.database, plan.backup_path)
+    get_run_logger().info("Backup written: %s (%s)", outcome.record.path, human_size(outcome.record.size_bytes))
+    return outcome.record
+
+
+@task(name="backup-schema", cache_policy=NO_CACHE, timeout_seconds=3600)
+def schema_snapshot(pg: PgClient, plan: Plan) -> str:
+    """2.2."""
+    backups.schema_snapshot(pg, plan.database, plan.schema_path)
+    return str(plan.schema_path.resolve())
+
+
+@task(name="backup-verify", cache_policy=NO_CACHE, timeout_seconds=3600)
+def verify_backup(pg: PgClient, plan: Plan, record: BackupRecord) -> BackupRecord:
+    """2.3: the backup listing as evidence, plus proof that the archive parses and holds every table."""
+    checked = backups.verify_backup(pg, record, plan.tables)
+    record.archive_tables = checked.tables
+    schema_size = plan.schema_path.stat().st_size if plan.schema_path.exists() else 0
+    publish_table(
+        plan.database,
+        "backup",
+        [
+            {"file": record.path, "kind": "pg_dump -Fc", "bytes": record.size_bytes,
+             "size": human_size(record.size_bytes), "sha256": record.sha256},
+            {"file": record.schema_path or "", "kind": "schema only", "bytes": schema_size,
+             "size": human_size(schema_size), "sha256": ""},
+        ],
+        "Backup listing (runbook 2.3): path, size and SHA-256",
+    )
+    publish_markdown(
+        plan.database,
+        "backup-contents",
+        f"# Backup archive contents\n\n{len(checked.tables)} tables with data: "
+        f"{', '.join(f'`{t}`' for t in checked.tables)}\n\n{code_block(checked.listing.transcript())}",
+        "pg_restore --list of the backup: proof the archive parses",
+    )
+    return record

@@ -1,0 +1,39 @@
+"""Artifact helpers shared by every task: stable keys and retry conditions."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from cutover.errors import ConnectionFailed
+
+FENCE = "```"
+
+
+def artifact_key(database: str, name: str) -> str:
+    """`<database>-<name>` in the only alphabet Prefect accepts for keys."""
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{database}-{name}".lower()).strip("-")
+    return slug[:200]
+
+
+def publish_markdown(database: str, name: str, markdown: str, description: str) -> None:
+    create_markdown_artifact(markdown=markdown, key=artifact_key(database, name), description=description)
+
+
+def publish_table(database: str, name: str, rows: list[dict[str, Any]], description: str) -> None:
+    create_table_artifact(table=rows, key=artifact_key(database, name), description=description)
+
+
+def code_block(text: str) -> str:
+    return f"{FENCE}text\n{text.rstrip()}\n{FENCE}\n"
+
+
+def retry_on_connection_error(task, task_run, state) -> bool:
+    """Retry only when the database could not be reached, never on a bad setting."""
+    try:
+        outcome = state.result(raise_on_failure=False)
+    except Exception as exc:  # the result itself may be the raised exception
+        outcome = exc
+    return isinstance(outcome, ConnectionFailed)

@@ -1,0 +1,52 @@
+"""Runbook section 4: stamp and upgrade production, only after the scratch pass.
+
+No retries here, ever: a second `stamp` or `upgrade` after a partial failure is
+a decision for the rollback, not for a retry policy.
+"""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from cutover import db
+from cutover.errors import StepFailed
+from cutover.plan import Plan
+from cutover.toolkit import Toolkit
+from tasks.evidence import code_block, publish_markdown
+
+
+@task(name="production-stamp", cache_policy=NO_CACHE, timeout_seconds=3600)
+def stamp_production(kit: Toolkit, plan: Plan) -> str:
+    """4.1."""
+    result = kit.alembic.stamp(plan.database, plan.baseline_rev)
+    revision = db.alembic_revision(kit.conn, plan.database)
+    if revision != plan.baseline_rev:
+        raise StepFailed(f"Production is at {revision!r} after the stamp, not {plan.baseline_rev!r}.")
+    get_run_logger().info("Production stamped at %s", revision)
+    return result.transcript()
+
+
+@task(name="production-upgrade", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)
+def upgrade_production(kit: Toolkit, plan: Plan) -> str:
+    """4.2."""
+    result = kit.alembic.upgrade(plan.database, plan.target_rev)
+    get_run_logger().info("Production upgraded to %s in %.1fs", plan.target_rev, result.seconds)
+    return result.transcript()
+
+
+@task(name="production-current", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, timeout_seconds=600)
+def production_current(kit: Toolkit, plan: Plan, transcripts: list[str]) -> str:
+    """4.3: `alembic current` as evidence, alembic_version read directly as the decision."""
+    current = kit.alembic.current(plan.database)
+    revision = db.alembic_revision(kit.conn, plan.database)
+    publish_markdown(
+        plan.database,
+        "production-current",
+        f"# Production `{plan.database}`: revision `{revision}`\n\n"
+        + "\n".join(code_block(t) for t in [*transcripts, current.transcript()]),
+        "Runbook 4.1-4.3: production stamp, upgrade and current",
+    )
+    if revision != plan.target_rev:
+        raise StepFailed(f"Production is at revision {revision!r}, not the target {plan.target_rev!r}.")
+    return revision

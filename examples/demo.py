@@ -1,0 +1,84 @@
+"""`make demo`: the whole cutover on an embedded PostgreSQL, with nothing installed but Python.
+
+Starts an embedded PostgreSQL (pgserver) unless POSTGRES_HOST names one, builds
+the legacy pilot database the way the pilot was built, starts the example API
+under uvicorn, runs `cutover run` exactly as an operator would, shows the
+result, and stops what it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from cutover import db
+from cutover.db import ConnInfo
+from cutover.embedded import EXAMPLE_APP_DIR, REPO_ROOT, example_api, start_postgres
+
+DEMO_DIR = REPO_ROOT / ".demo"
+PILOT = os.environ.get("POSTGRES_DB", "beer_pilot")
+REVIEWS = os.environ.get("DEMO_REVIEWS", "20000")
+BASELINE = "0001_baseline"
+
+
+def say(text: str) -> None:
+    print(f"\n==> {text}", flush=True)
+
+
+def main() -> int:
+    DEMO_DIR.mkdir(exist_ok=True)
+    prefect_home = DEMO_DIR / "prefect"
+    say("Starting PostgreSQL" + (" (configured by POSTGRES_HOST)" if os.environ.get("POSTGRES_HOST") else " (embedded, pgserver)"))
+    pg = start_postgres(DEMO_DIR / "pgdata", prefer_local=False)
+    env = {**os.environ, **pg.env(), "POSTGRES_DB": PILOT}
+    conn = ConnInfo(pg.host, pg.port, pg.user, pg.password)
+    print(f"    PostgreSQL at {pg.host}:{pg.port}")
+
+    say(f"Building the legacy pilot database {PILOT!r} (create_all, no Alembic, {REVIEWS} reviews)")
+    subprocess.run(
+        [sys.executable, "-m", "beer_app.seed", "--db", PILOT, "--reviews", REVIEWS, "--drop-existing"],
+        cwd=EXAMPLE_APP_DIR, env=env, check=True, timeout=600,
+    )
+    print(f"    alembic_version before: {db.alembic_revision(conn, PILOT)}")
+
+    say("Starting the example API (uvicorn)")
+    with example_api(pg.env(), PILOT, log_path=DEMO_DIR / "api.log") as url:
+        print(f"    {url}/ -> {httpx.get(url + '/').json()}")
+        say("Running: cutover run --approved-by 'demo operator' --confirm-checklist")
+        run_env = {
+            **env,
+            "BASELINE_REV": BASELINE,
+            "CUTOVER_ALEMBIC_DIR": str(EXAMPLE_APP_DIR),
+            "CUTOVER_BACKUP_DIR": str(DEMO_DIR / "backups"),
+            "CUTOVER_HEALTH_URL": url,
+            "PREFECT_HOME": str(prefect_home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+        proc = subprocess.run(
+            [sys.executable, "-m", "cutover.cli", "run", "--approved-by", "demo operator", "--confirm-checklist"],
+            env=run_env, timeout=3600, stdout=subprocess.PIPE, text=True,
+        )
+        print(proc.stdout, end="")
+        after = httpx.get(url + "/").json()
+    revision = db.alembic_revision(conn, PILOT)
+    if proc.returncode != 0:
+        say(f"The cutover failed (exit {proc.returncode}); production is at {revision!r}.")
+        return proc.returncode
+    summary = json.loads(proc.stdout[proc.stdout.index("{"):])
+    say(f"Done: {PILOT} is at {revision} (API says revision {after.get('revision')!r})")
+    print(f"    backup:    {summary['backup']}")
+    print(f"    manifest:  {summary['manifest']}")
+    print(f"    report:    {Path(summary['run_dir']) / 'report.md'}")
+    print("    evidence in the Prefect UI (flow run 'cutover', Artifacts tab):")
+    print(f"      PREFECT_HOME={prefect_home} {Path(sys.executable).parent / 'prefect'} server start")
+    print("      then open http://127.0.0.1:4200")
+    return 0 if revision else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

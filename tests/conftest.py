@@ -1,0 +1,142 @@
+"""Shared fixtures: real PostgreSQL, a real Prefect API, the example app under uvicorn.
+
+PREFECT_HOME and analytics are set before Prefect is imported anywhere, so the
+test harness's temporary server never touches a developer's ~/.prefect.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+_PREFECT_HOME = tempfile.mkdtemp(prefix="pg-cutover-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ["PREFECT_SERVER_LOGGING_LEVEL"] = "WARNING"
+
+import pytest  # noqa: E402
+
+from cutover import db  # noqa: E402
+from cutover.db import ConnInfo  # noqa: E402
+from cutover.embedded import EXAMPLE_APP_DIR, example_api, start_postgres  # noqa: E402
+
+sys.path.insert(0, str(EXAMPLE_APP_DIR))
+BASELINE = "0001_baseline"
+HEAD = "0003_review_constraints"
+
+# Settings the tool reads; each test starts from none of them set.
+_ENV_NAMES = [
+    "POSTGRES_DB", "BASELINE_REV", "CUTOVER_ALEMBIC_DIR", "CUTOVER_ALEMBIC_COMMAND", "CUTOVER_BACKUP_DIR",
+    "CUTOVER_HEALTH_URL", "CUTOVER_HEALTH_PATHS", "CUTOVER_PG_BIN", "CUTOVER_SERVICE_STATUS",
+    "CUTOVER_SERVICE_STOP", "CUTOVER_SERVICE_START",
+]
+
+
+@pytest.fixture(scope="session")
+def pg_target(tmp_path_factory):
+    target = start_postgres(tmp_path_factory.mktemp("pgdata"))
+    for key, value in target.env().items():
+        os.environ[key] = value
+    return target
+
+
+@pytest.fixture(scope="session")
+def conn(pg_target) -> ConnInfo:
+    return ConnInfo(pg_target.host, pg_target.port, pg_target.user, pg_target.password)
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+    shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+
+
+def _drop_like(conn: ConnInfo, prefix: str) -> None:
+    from psycopg2 import sql
+
+    with db.connect(conn, "postgres") as c, c.cursor() as cur:
+        cur.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (prefix + "%",))
+        for (name,) in cur.fetchall():
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def pilot_factory(conn):
+    """Builds legacy pilot databases (create_all, no alembic_version) and drops them, scratch copies included."""
+    from beer_app.seed import build_legacy_pilot
+
+    prefixes = []
+
+    def build(reviews: int = 400) -> str:
+        name = f"pilot_{uuid.uuid4().hex[:10]}"
+        prefixes.append(name)
+        build_legacy_pilot(name, reviews)
+        return name
+
+    yield build
+    for prefix in prefixes:
+        _drop_like(conn, prefix)
+
+
+@pytest.fixture
+def pilot(pilot_factory) -> str:
+    return pilot_factory()
+
+
+@pytest.fixture
+def api(pg_target, pilot):
+    with example_api(pg_target.env(), pilot) as url:
+        yield url
+
+
+@pytest.fixture
+def cutover_env(monkeypatch, tmp_path, pg_target, pilot):
+    """The environment an operator would export for `pilot`, backups under tmp_path."""
+    for name in _ENV_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    for key, value in pg_target.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("POSTGRES_DB", pilot)
+    monkeypatch.setenv("BASELINE_REV", BASELINE)
+    monkeypatch.setenv("CUTOVER_ALEMBIC_DIR", str(EXAMPLE_APP_DIR))
+    monkeypatch.setenv("CUTOVER_BACKUP_DIR", str(tmp_path / "backups"))
+    monkeypatch.setenv("CUTOVER_HEALTH_URL", "none")
+    return monkeypatch
+
+
+BROKEN_REVISION = '''"""A revision that fails halfway through its operations."""
+from alembic import op
+import sqlalchemy as sa
+
+revision = "0004_broken"
+down_revision = "0003_review_constraints"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.add_column("beers", sa.Column("tasting_notes", sa.Text(), nullable=True))
+    op.execute("SELECT 1 / 0")
+
+
+def downgrade():
+    op.drop_column("beers", "tasting_notes")
+'''
+
+
+@pytest.fixture
+def broken_alembic_dir(tmp_path) -> Path:
+    """A copy of the example app whose newest revision raises after its first operation."""
+    target = tmp_path / "broken_app"
+    shutil.copytree(EXAMPLE_APP_DIR, target, ignore=shutil.ignore_patterns("__pycache__"))
+    (target / "alembic" / "versions" / "0004_broken.py").write_text(BROKEN_REVISION)
+    return target

@@ -1,0 +1,37 @@
+"""Small readers used by several tests: artifacts from the Prefect API, data fingerprints."""
+
+from __future__ import annotations
+
+import asyncio
+from uuid import UUID
+
+from cutover import db
+from cutover.db import ConnInfo
+
+
+def artifacts_of(flow_run_id: UUID) -> dict[str, object]:
+    """key -> data of every keyed artifact a flow run created, read back from the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+            )
+
+    return {a.key: a.data for a in asyncio.run(read()) if a.key}
+
+
+def data_fingerprint(conn: ConnInfo, dbname: str) -> dict[str, tuple[int, str]]:
+    """(row count, checksum of every row) per table, alembic_version excluded."""
+    tables = db.list_tables(conn, dbname)
+    counts = db.row_counts(conn, dbname, tables)
+    sums = db.table_checksums(conn, dbname, tables)
+    return {t: (counts[t], sums[t]) for t in tables}
+
+
+def databases_like(conn: ConnInfo, prefix: str) -> list[str]:
+    with db.connect(conn, "postgres") as c, c.cursor() as cur:
+        cur.execute("SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1", (prefix + "%",))
+        return [r[0] for r in cur.fetchall()]

@@ -18,6 +18,7 @@ from tasks.checklist import Checklist
 from tests.conftest import BASELINE, HEAD
 from tests.helpers import artifacts_of, data_fingerprint, databases_like
 
+SECRET = "pw-Kn0wn-S3cret"
 APPROVED = dict(approved_by="alice (ticket OPS-1)", checklist=Checklist.all_confirmed())
 
 
@@ -36,6 +37,8 @@ def test_happy_path_legacy_pilot_reaches_head_with_every_row(prefect_api, conn, 
     from beer_app.slug import expected_slugs
 
     cutover_env.setenv("CUTOVER_HEALTH_URL", api)
+    # Trust auth ignores it, so it can be a known value that must appear in no evidence.
+    cutover_env.setenv("POSTGRES_PASSWORD", SECRET)
     before = data_fingerprint(conn, pilot)
     breweries_before = brewery_rows_without_slug(conn, pilot)
     assert db.alembic_revision(conn, pilot) is None
@@ -95,6 +98,9 @@ def test_happy_path_legacy_pilot_reaches_head_with_every_row(prefect_api, conn, 
     assert report == (backup.parent / "report.md").read_text()
     assert "| production-upgrade | succeeded |" in report and manifest.backup.sha256 in report
     assert "alice (ticket OPS-1)" in arts[f"{key}-checklist"]
+    # The password reached the tools through the environment only.
+    evidence = [str(v) for v in arts.values()] + [p.read_text() for p in backup.parent.glob("*.*") if p.suffix != ".dump"]
+    assert not [e for e in evidence if SECRET in e]
 
 
 def test_failing_revision_is_caught_on_scratch_and_production_is_untouched(

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cutover.digest import sha256_file
 from cutover.errors import StepFailed
 from cutover.manifest import BackupRecord
 from cutover.pgtools import PgClient, archive_tables
 from cutover.process import CommandResult
-
-CHUNK = 1024 * 1024
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def _private(path: Path) -> None:
     if path.exists():

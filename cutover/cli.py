@@ -29,6 +29,26 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prune(args: argparse.Namespace) -> int:
+    from cutover.errors import ConfigError
+    from cutover.retention import apply_prune, plan_prune
+    from cutover.settings import load_settings
+    from cutover.storage import S3Store
+
+    settings = load_settings()
+    store = S3Store.from_settings(settings)
+    if store is None:
+        raise ConfigError("CUTOVER_S3_BUCKET is not set; expected the bucket whose old cutover backups to prune.")
+    keep = settings.s3_keep if args.keep is None else args.keep
+    plan = plan_prune(store, settings.postgres_db, keep)
+    for row in plan.rows():
+        verb = "would delete" if args.dry_run and row["action"] == "delete" else row["action"]
+        print(f"{row['run']}  {verb:<12}  {row['reason']}")
+    if not args.dry_run:
+        print(f"deleted {apply_prune(store, plan)} objects from {len(plan.delete)} runs")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cutover", description="Safe Alembic cutover of a live PostgreSQL database.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -40,10 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--approved-by", help="who approved the maintenance window")
     run.add_argument("--confirm-checklist", action="store_true",
                      help="confirm every item of the runbook's section 1 checklist")
+    prune = sub.add_parser("prune", help="delete off-site backups beyond CUTOVER_S3_KEEP for POSTGRES_DB")
+    prune.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete nothing")
+    prune.add_argument("--keep", type=int, help="override CUTOVER_S3_KEEP")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "prune":
+            return _prune(args)
     except CutoverError as exc:
         print(f"cutover: {exc}", file=sys.stderr)
         return 1

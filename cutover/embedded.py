@@ -117,3 +117,36 @@ def example_api(db_env: dict[str, str], dbname: str, *, port: int | None = None,
             proc.kill()
         if log_path:
             log.close()
+
+
+@contextmanager
+def s3_server(port: int | None = None, log_path: Path | None = None) -> Iterator[str]:
+    """moto's S3 server, a real HTTP endpoint on loopback; yields its URL and stops it on exit."""
+    port = port or free_port()
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the S3 server exited with code {proc.returncode} before answering")
+            try:
+                httpx.get(url + "/moto-api/", timeout=1.0)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the S3 server did not answer on {url} within 30 s") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if log_path:
+            log.close()

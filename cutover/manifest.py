@@ -12,7 +12,7 @@ import json
 import os
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,6 +53,28 @@ class BackupRecord(BaseModel):
     archive_tables: list[str] = Field(default_factory=list)
 
 
+class StoredObject(BaseModel):
+    key: str
+    size_bytes: int
+    sha256: str
+    server_checksum: str | None = None  # what the server computed (ChecksumSHA256), when it keeps one
+    verified_by: str = ""  # how the copy was proven after upload
+
+
+class OffsiteRecord(BaseModel):
+    bucket: str
+    endpoint_url: str | None = None
+    prefix: str
+    objects: list[StoredObject] = Field(default_factory=list)
+    seconds: float = 0.0
+
+    def object_for(self, local_name: str) -> StoredObject | None:
+        for obj in self.objects:
+            if obj.key.rsplit("/", 1)[-1] == local_name:
+                return obj
+        return None
+
+
 class Manifest(BaseModel):
     schema_version: int = SCHEMA_VERSION
     run_id: str
@@ -71,6 +93,7 @@ class Manifest(BaseModel):
     production_touched: bool = False
     scratch_db: str | None = None
     backup: BackupRecord | None = None
+    offsite: OffsiteRecord | None = None
     row_counts: dict[str, int] = Field(default_factory=dict)
     checklist: dict[str, Any] = Field(default_factory=dict)
     steps: list[StepRecord] = Field(default_factory=list)
@@ -105,6 +128,9 @@ class RunRecorder:
         self.manifest = manifest
         self.run_dir = run_dir
         self.secrets = secrets
+        # Extra places each saved manifest is copied to (the off-site mirror), as (name, text) callbacks.
+        self.sinks: list[Callable[[str, str], object]] = []
+        self.sink_errors: list[str] = []
         self.save()
 
     @property
@@ -112,8 +138,15 @@ class RunRecorder:
         return self.run_dir / MANIFEST_NAME
 
     def save(self) -> None:
-        text = json.dumps(self.manifest.model_dump(mode="json"), indent=2)
-        write_private(self.path, redact(text, self.secrets))
+        text = redact(json.dumps(self.manifest.model_dump(mode="json"), indent=2), self.secrets)
+        write_private(self.path, text)
+        for sink in list(self.sinks):
+            try:
+                sink(MANIFEST_NAME, text)
+            except Exception as exc:
+                # The local manifest is the record; a copy that cannot be written is reported, not fatal.
+                self.sink_errors.append(redact(_one_line(exc), self.secrets))
+                self.sinks.remove(sink)
 
     def update(self, **fields: Any) -> None:
         for key, value in fields.items():

@@ -45,6 +45,16 @@ def render_report(m: Manifest) -> str:
         ]
         if b.schema_path:
             lines.append(f"| `{b.schema_path}` | schema only | |")
+    if m.offsite:
+        o = m.offsite
+        lines += [
+            "",
+            f"## Off-site copy: s3://{o.bucket}/{o.prefix}" + (f" at {o.endpoint_url}" if o.endpoint_url else ""),
+            "",
+            "| key | size | SHA-256 | verified |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| `{x.key}` | {human_size(x.size_bytes)} | `{x.sha256}` | {x.verified_by} |" for x in o.objects]
     if m.row_counts:
         lines += ["", "## Rows before the cutover", "", "| table | rows |", "|---|---:|"]
         lines += [f"| `{t}` | {n} |" for t, n in m.row_counts.items()]

@@ -6,10 +6,11 @@ raised before any database is touched.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -57,6 +58,23 @@ class Settings(BaseSettings):
     service_status: str | None = Field(None, validation_alias="CUTOVER_SERVICE_STATUS")
     service_stop: str | None = Field(None, validation_alias="CUTOVER_SERVICE_STOP")
     service_start: str | None = Field(None, validation_alias="CUTOVER_SERVICE_START")
+
+    # Off-site copies (S3 or any S3-compatible server); mirroring is on when a bucket is set.
+    s3_bucket: str | None = Field(None, validation_alias="CUTOVER_S3_BUCKET")
+    s3_prefix: str = Field("pg-cutover", validation_alias="CUTOVER_S3_PREFIX")
+    s3_endpoint_url: str | None = Field(None, validation_alias="CUTOVER_S3_ENDPOINT_URL")
+    s3_region: str | None = Field(None, validation_alias="CUTOVER_S3_REGION")
+    s3_sse: Literal["AES256", "aws:kms"] | None = Field(None, validation_alias="CUTOVER_S3_SSE")
+    s3_kms_key_id: str | None = Field(None, validation_alias="CUTOVER_S3_KMS_KEY_ID")
+    s3_checksum: Literal["sha256", "off"] = Field("sha256", validation_alias="CUTOVER_S3_CHECKSUM")
+    s3_object_lock_days: int | None = Field(None, validation_alias="CUTOVER_S3_OBJECT_LOCK_DAYS", gt=0)
+    s3_object_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] = Field("GOVERNANCE", validation_alias="CUTOVER_S3_OBJECT_LOCK_MODE")
+    s3_keep: int = Field(10, validation_alias="CUTOVER_S3_KEEP", ge=0)
+    s3_max_attempts: int = Field(5, validation_alias="CUTOVER_S3_MAX_ATTEMPTS", ge=1, le=20)
+    s3_part_size_mb: int = Field(16, validation_alias="CUTOVER_S3_PART_SIZE_MB", ge=5, le=5120)
+    s3_link_seconds: int = Field(3600, validation_alias="CUTOVER_S3_LINK_SECONDS", ge=60, le=7 * 24 * 3600)
+    s3_console_url: str | None = Field(None, validation_alias="CUTOVER_S3_CONSOLE_URL")
+    require_offsite: bool = Field(True, validation_alias="CUTOVER_REQUIRE_OFFSITE")
 
     # Subprocess timeouts: Prefect's own task timeout cannot interrupt a blocked
     # call, so every pg tool and alembic call carries one of these.
@@ -106,6 +124,37 @@ class Settings(BaseSettings):
             raise ValueError("expected an http:// or https:// URL such as http://localhost:8000, or 'none'")
         return value.rstrip("/")
 
+    @field_validator("s3_bucket", "s3_endpoint_url", "s3_region", "s3_sse", "s3_kms_key_id", "s3_console_url",
+                     "s3_object_lock_days", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("s3_bucket")
+    @classmethod
+    def _bucket(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", value):
+            raise ValueError("expected an S3 bucket name: 3-63 lowercase letters, digits, dots or hyphens")
+        return value
+
+    @field_validator("s3_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.strip("/")
+        if not value or not re.fullmatch(r"[A-Za-z0-9!_.*'()/\-]+", value):
+            raise ValueError("expected a key prefix of letters, digits and !_.*'()/- such as pg-cutover")
+        return value
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError("expected an http:// or https:// URL such as http://localhost:9000")
+        return value.rstrip("/")
+
     @field_validator("health_paths")
     @classmethod
     def _paths(cls, value: str) -> str:
@@ -130,7 +179,9 @@ class Settings(BaseSettings):
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        return tuple(s for s in (self.password,) if s)
+        # boto3 reads the S3 secret from the environment itself; it is listed only to be redacted.
+        return tuple(s for s in (self.password, os.environ.get("AWS_SECRET_ACCESS_KEY"),
+                                 os.environ.get("AWS_SESSION_TOKEN")) if s)
 
     def service_argv(self, which: str) -> list[str] | None:
         value = getattr(self, f"service_{which}")

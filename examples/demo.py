@@ -18,12 +18,13 @@ import httpx
 
 from cutover import db
 from cutover.db import ConnInfo
-from cutover.embedded import EXAMPLE_APP_DIR, REPO_ROOT, example_api, start_postgres
+from cutover.embedded import EXAMPLE_APP_DIR, REPO_ROOT, example_api, s3_server, start_postgres
 
 DEMO_DIR = REPO_ROOT / ".demo"
 PILOT = os.environ.get("POSTGRES_DB", "beer_pilot")
 REVIEWS = os.environ.get("DEMO_REVIEWS", "20000")
 BASELINE = "0001_baseline"
+BUCKET = "pg-cutover-demo"
 
 
 def say(text: str) -> None:
@@ -46,8 +47,17 @@ def main() -> int:
     )
     print(f"    alembic_version before: {db.alembic_revision(conn, PILOT)}")
 
+    say("Starting an embedded S3 server (moto, on loopback) for the off-site copy")
+    # Demo-only credentials for the embedded server; a real run uses boto3's normal credential chain.
+    s3_env = {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+    os.environ.update(s3_env)
     say("Starting the example API (uvicorn)")
-    with example_api(pg.env(), PILOT, log_path=DEMO_DIR / "api.log") as url:
+    with s3_server(log_path=DEMO_DIR / "s3.log") as s3_url, \
+            example_api(pg.env(), PILOT, log_path=DEMO_DIR / "api.log") as url:
+        import boto3
+
+        boto3.client("s3", endpoint_url=s3_url).create_bucket(Bucket=BUCKET)
+        print(f"    S3 at {s3_url}, bucket {BUCKET}")
         print(f"    {url}/ -> {httpx.get(url + '/').json()}")
         say("Running: cutover run --approved-by 'demo operator' --confirm-checklist")
         run_env = {
@@ -56,6 +66,9 @@ def main() -> int:
             "CUTOVER_ALEMBIC_DIR": str(EXAMPLE_APP_DIR),
             "CUTOVER_BACKUP_DIR": str(DEMO_DIR / "backups"),
             "CUTOVER_HEALTH_URL": url,
+            "CUTOVER_S3_BUCKET": BUCKET,
+            "CUTOVER_S3_ENDPOINT_URL": s3_url,
+            **s3_env,
             "PREFECT_HOME": str(prefect_home),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         }
@@ -65,6 +78,7 @@ def main() -> int:
         )
         print(proc.stdout, end="")
         after = httpx.get(url + "/").json()
+        listing = boto3.client("s3", endpoint_url=s3_url).list_objects_v2(Bucket=BUCKET).get("Contents", [])
     revision = db.alembic_revision(conn, PILOT)
     if proc.returncode != 0:
         say(f"The cutover failed (exit {proc.returncode}); production is at {revision!r}.")
@@ -74,6 +88,9 @@ def main() -> int:
     print(f"    backup:    {summary['backup']}")
     print(f"    manifest:  {summary['manifest']}")
     print(f"    report:    {Path(summary['run_dir']) / 'report.md'}")
+    print(f"    off-site ({len(listing)} objects, verified by SHA-256; the embedded S3 server has now stopped):")
+    for obj in listing:
+        print(f"      s3://{BUCKET}/{obj['Key']}  {obj['Size']} bytes")
     print("    evidence in the Prefect UI (flow run 'cutover', Artifacts tab):")
     print(f"      PREFECT_HOME={prefect_home} {Path(sys.executable).parent / 'prefect'} server start")
     print("      then open http://127.0.0.1:4200")

@@ -15,11 +15,14 @@ from prefect.runtime import flow_run
 
 from cutover import db
 from cutover.manifest import Manifest, RunRecorder
+from cutover.errors import StepFailed
 from cutover.settings import load_settings
+from cutover.storage import S3Store
 from cutover.toolkit import Toolkit
 from tasks.backup import full_backup, schema_snapshot, verify_backup
 from tasks.checklist import Checklist, checklist_gate
 from tasks.cleanup import drop_scratch
+from tasks.offsite import mirror, prune
 from tasks.preflight import preflight
 from tasks.production import production_current, stamp_production, upgrade_production
 from tasks.report import publish_report
@@ -51,7 +54,7 @@ def cutover(
 
     # 1. Maintenance window checklist
     answers = checklist_gate(settings.postgres_db, approved_by, checklist, dry_run)
-    plan, pg = preflight(kit, baseline_rev, target_rev)
+    plan, pg, store = preflight(kit, baseline_rev, target_rev, S3Store.from_settings(settings))
     rec = RunRecorder(
         Manifest(
             run_id=str(flow_run.id or uuid.uuid4()),
@@ -68,6 +71,7 @@ def cutover(
         plan.run_dir,
         settings.secrets,
     )
+    mirroring = None
     try:
         if plan.at_target:
             log.info("Production is already at %s: nothing to change.", plan.target_rev)
@@ -87,6 +91,10 @@ def cutover(
             rec.update(backup=backup)
         with rec.step("backup-verify"):
             rec.update(backup=verify_backup(pg, plan, backup))
+        # The off-site copy uploads while the scratch dry run works: it adds no wall time
+        # unless it is the slower of the two.
+        if store is not None:
+            mirroring = mirror.submit(store, plan, backup, settings.s3_link_seconds, settings.s3_console_url)
 
         # 3. Schema parity: dry run on a scratch clone restored from the backup
         with rec.step("scratch-restore"):
@@ -94,6 +102,9 @@ def cutover(
             restore_scratch(pg, kit, plan, backup, rec.manifest.row_counts)
         with rec.step("scratch-migrate"):
             migrate_scratch(kit, plan)
+        if mirroring is not None:
+            pending, mirroring = mirroring, None
+            _await_mirror(rec, store, pending, required=settings.require_offsite)
 
         if dry_run:
             rec.skip("production-stamp", "dry run")
@@ -120,16 +131,21 @@ def cutover(
 
         # 7. Cleanup
         _drop_scratch(rec, pg, plan, cleanup_scratch)
+        if store is not None and rec.manifest.offsite is not None:
+            _prune(rec, store, plan.database, settings.s3_keep)
         rec.finish("succeeded")
         return _summary(rec)
     except BaseException:
+        if mirroring is not None:
+            # Finish the off-site copy even though the run failed: the rollback may need it.
+            _await_mirror(rec, store, mirroring, required=False)
         rec.finish("failed")
         if rec.manifest.scratch_db:
             log.warning("Scratch copy %s kept for inspection.", rec.manifest.scratch_db)
         raise
     finally:
         # 5.4 Record migration evidence, whatever the outcome.
-        publish_report(rec.manifest, plan.run_dir)
+        publish_report(rec.manifest, plan.run_dir, store if rec.manifest.offsite else None)
 
 
 def _validate(rec: RunRecorder, kit: Toolkit, plan, pg, *, at_target: bool) -> None:
@@ -141,6 +157,32 @@ def _validate(rec: RunRecorder, kit: Toolkit, plan, pg, *, at_target: bool) -> N
         rows = api_health(kit, plan)
         tables = db_objects(kit, plan, pg, compare_with_scratch=not at_target)
         step.detail = {"summary": f"{len(rows)} health paths OK, {len(tables)} tables"}
+
+
+def _await_mirror(rec: RunRecorder, store: S3Store, mirroring, *, required: bool) -> None:
+    """Production is touched only once the off-site copy is proven, unless CUTOVER_REQUIRE_OFFSITE=false."""
+    with rec.step("offsite-mirror") as step:
+        try:
+            offsite = mirroring.result()
+        except Exception as exc:
+            if required:
+                raise StepFailed(f"The off-site copy failed and CUTOVER_REQUIRE_OFFSITE is on: {exc}") from None
+            step.status, step.error = "warning", f"off-site copy failed, continuing (CUTOVER_REQUIRE_OFFSITE=false): {exc}"
+            get_run_logger().warning(step.error)
+            return
+        step.detail = {"summary": f"{len(offsite.objects)} objects verified; upload took {offsite.seconds:.1f}s"}
+        rec.update(offsite=offsite)
+        rec.sinks.append(lambda name, text: store.put_text(offsite.prefix + name, text))
+
+
+def _prune(rec: RunRecorder, store: S3Store, database: str, keep: int) -> None:
+    with rec.step("offsite-prune") as step:
+        try:
+            result = prune(store, database, keep)
+            step.detail = {"summary": f"{len(result['deleted'])} old runs deleted"}
+        except Exception as exc:
+            # Retention is housekeeping: the cutover itself has succeeded.
+            step.status, step.error = "warning", f"pruning failed: {exc}"
 
 
 def _drop_scratch(rec: RunRecorder, pg, plan, cleanup: bool) -> None:

@@ -33,7 +33,9 @@ HEAD = "0003_review_constraints"
 _ENV_NAMES = [
     "POSTGRES_DB", "BASELINE_REV", "CUTOVER_ALEMBIC_DIR", "CUTOVER_ALEMBIC_COMMAND", "CUTOVER_BACKUP_DIR",
     "CUTOVER_HEALTH_URL", "CUTOVER_HEALTH_PATHS", "CUTOVER_PG_BIN", "CUTOVER_SERVICE_STATUS",
-    "CUTOVER_SERVICE_STOP", "CUTOVER_SERVICE_START",
+    "CUTOVER_SERVICE_STOP", "CUTOVER_SERVICE_START", "CUTOVER_S3_BUCKET", "CUTOVER_S3_ENDPOINT_URL",
+    "CUTOVER_S3_PART_SIZE_MB", "CUTOVER_REQUIRE_OFFSITE", "CUTOVER_S3_KEEP", "CUTOVER_S3_OBJECT_LOCK_DAYS",
+    "CUTOVER_S3_CHECKSUM", "CUTOVER_S3_PREFIX",
 ]
 
 
@@ -140,3 +142,37 @@ def broken_alembic_dir(tmp_path) -> Path:
     shutil.copytree(EXAMPLE_APP_DIR, target, ignore=shutil.ignore_patterns("__pycache__"))
     (target / "alembic" / "versions" / "0004_broken.py").write_text(BROKEN_REVISION)
     return target
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server on a free loopback port for the whole session; boto3 reaches it over HTTP."""
+    from cutover.embedded import s3_server
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing-key-id")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    with s3_server() as url:
+        yield url
+
+
+# A known S3 secret that must never show up in evidence.
+S3_SECRET = "s3-Kn0wn-Secret-Value"
+
+
+@pytest.fixture
+def bucket(s3_endpoint):
+    """A fresh bucket per test, so retention and listings see only this test's objects."""
+    import boto3
+
+    name = f"bk-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def offsite_env(cutover_env, s3_endpoint, bucket):
+    cutover_env.setenv("CUTOVER_S3_BUCKET", bucket)
+    cutover_env.setenv("CUTOVER_S3_ENDPOINT_URL", s3_endpoint)
+    cutover_env.setenv("CUTOVER_S3_PART_SIZE_MB", "5")
+    return cutover_env

@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 from cutover import db
-from cutover.backup import sha256_file
+from cutover.digest import sha256_file
 from cutover.embedded import EXAMPLE_APP_DIR
 from cutover.manifest import load_manifest
 from flows.cutover import cutover

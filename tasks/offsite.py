@@ -1,0 +1,50 @@
+"""The off-site copy: mirror the backup to S3, show where it is, prune old runs."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_link_artifact
+from prefect.cache_policies import NO_CACHE
+
+from cutover.manifest import BackupRecord, OffsiteRecord
+from cutover.mirror import mirror_backup
+from cutover.plan import Plan
+from cutover.report import human_size
+from cutover.retention import apply_prune, plan_prune
+from cutover.storage import S3Store
+from tasks.evidence import artifact_key, publish_table
+
+
+# No Prefect timeout: it runs in a worker thread, where Prefect cannot interrupt it; botocore's
+# connect/read timeouts and bounded retries are what end a stuck upload.
+@task(name="offsite-mirror", cache_policy=NO_CACHE)
+def mirror(store: S3Store, plan: Plan, backup: BackupRecord, link_seconds: int, console_url: str | None) -> OffsiteRecord:
+    """Runs beside the scratch restore; botocore retries throttling and connection errors itself."""
+    record = mirror_backup(store, plan.database, plan.timestamp, backup)
+    publish_table(
+        plan.database,
+        "offsite",
+        [{"bucket": record.bucket, "key": o.key, "bytes": o.size_bytes, "size": human_size(o.size_bytes),
+          "sha256": o.sha256, "server checksum": o.server_checksum or "-", "verified": o.verified_by}
+         for o in record.objects],
+        f"Off-site copy in {store.where}, uploaded in {record.seconds:.1f}s",
+    )
+    for obj in record.objects:
+        name = obj.key.rsplit("/", 1)[-1]
+        create_link_artifact(
+            key=artifact_key(plan.database, "offsite-" + ("dump" if name.endswith(".dump") else "schema")),
+            link=store.link(obj.key, link_seconds, console_url),
+            link_text=f"s3://{record.bucket}/{obj.key}",
+            description=("Console link" if console_url else f"Presigned download link, valid {link_seconds // 60} min"),
+        )
+    get_run_logger().info("Off-site copy verified in %s: %s", store.where, ", ".join(o.key for o in record.objects))
+    return record
+
+
+@task(name="offsite-prune", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, timeout_seconds=600)
+def prune(store: S3Store, database: str, keep: int, dry_run: bool = False) -> dict:
+    plan = plan_prune(store, database, keep)
+    deleted = 0 if dry_run else apply_prune(store, plan)
+    publish_table(database, "offsite-retention", plan.rows() or [{"run": "-", "action": "-", "reason": "no runs"}],
+                  f"Retention: keep {keep} per database{' (dry run)' if dry_run else ''}; {deleted} objects deleted")
+    return {"kept": [ts for ts, _ in plan.keep], "deleted": plan.delete, "objects_deleted": deleted}

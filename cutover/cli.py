@@ -29,6 +29,16 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rollback(args: argparse.Namespace) -> int:
+    from cutover.settings import load_settings
+
+    load_settings()
+    from flows.rollback import rollback
+
+    print(json.dumps(rollback(manifest=args.manifest, strategy=args.strategy), indent=2))
+    return 0
+
+
 def _prune(args: argparse.Namespace) -> int:
     from cutover.errors import ConfigError
     from cutover.retention import apply_prune, plan_prune
@@ -60,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--approved-by", help="who approved the maintenance window")
     run.add_argument("--confirm-checklist", action="store_true",
                      help="confirm every item of the runbook's section 1 checklist")
+    rb = sub.add_parser("rollback", help="restore production from a failed cutover's backup (runbook 6)")
+    rb.add_argument("--manifest", required=True,
+                    help="the cutover's manifest.json or run directory, an s3:// URI, or the cutover's flow run id")
+    rb.add_argument("--strategy", choices=("rename", "drop-recreate"), default="rename",
+                    help="rename (default) keeps the failed database aside; drop-recreate follows the runbook literally")
     prune = sub.add_parser("prune", help="delete off-site backups beyond CUTOVER_S3_KEEP for POSTGRES_DB")
     prune.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete nothing")
     prune.add_argument("--keep", type=int, help="override CUTOVER_S3_KEEP")
@@ -67,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "rollback":
+            return _rollback(args)
         if args.command == "prune":
             return _prune(args)
     except CutoverError as exc:

@@ -6,6 +6,8 @@ are read from the database itself, never parsed out of a tool's output.
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,8 +77,7 @@ def probe(conn: ConnInfo, dbname: str) -> int:
 
 def database_exists(conn: ConnInfo, dbname: str) -> bool:
     with connect(conn, "postgres") as c, c.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
-        return cur.fetchone() is not None
+        return database_exists_cur(cur, dbname)
 
 
 def list_tables(conn: ConnInfo, dbname: str, *, include_alembic: bool = False) -> list[str]:
@@ -140,3 +141,67 @@ def alembic_revision(conn: ConnInfo, dbname: str) -> str | None:
     if not rows:
         return None
     return ",".join(rows)
+
+
+def terminate_sessions(conn: ConnInfo, dbname: str) -> int:
+    with connect(conn, "postgres") as c, c.cursor() as cur:
+        cur.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (dbname,),
+        )
+        return int(cur.fetchone()[0])
+
+
+def rename_database(conn: ConnInfo, old: str, new: str) -> None:
+    """Rename, first closing the door (ALLOW_CONNECTIONS false) so no session slips in between."""
+    with connect(conn, "postgres") as c, c.cursor() as cur:
+        cur.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(old)))
+        try:
+            for _ in range(50):
+                cur.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (old,),
+                )
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (old,))
+                if cur.fetchone()[0] == 0:
+                    break
+                time.sleep(0.1)
+            cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)))
+        finally:
+            name = new if database_exists_cur(cur, new) else old
+            cur.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(name)))
+
+
+def database_exists_cur(cur, dbname: str) -> bool:
+    cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
+    return cur.fetchone() is not None
+
+
+def _lock_key(name: str) -> int:
+    # A stable signed 64-bit key per database name, in a namespace of this tool's own.
+    return int.from_bytes(hashlib.sha256(f"pg-cutover:{name}".encode()).digest()[:8], "big", signed=True)
+
+
+@contextmanager
+def advisory_lock(conn: ConnInfo, name: str, *, wait_seconds: float) -> Iterator[bool]:
+    """A session-level advisory lock on the maintenance database, held for the block.
+
+    Yields False when it could not be had within wait_seconds. Held on its own
+    connection, so it survives renames of the database it protects and is freed
+    by the server if this process dies.
+    """
+    key = _lock_key(name)
+    with connect(conn, "postgres") as c, c.cursor() as cur:
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            cur.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+            if cur.fetchone()[0]:
+                break
+            if time.monotonic() >= deadline:
+                yield False
+                return
+            time.sleep(0.5)
+        try:
+            yield True
+        finally:
+            cur.execute("SELECT pg_advisory_unlock(%s)", (key,))

@@ -75,6 +75,22 @@ class OffsiteRecord(BaseModel):
         return None
 
 
+class RollbackRecord(BaseModel):
+    status: str = "running"  # running | restored | not-needed | failed
+    flow_run_id: str | None = None
+    strategy: str = "rename"
+    started_at: str = Field(default_factory=utcnow)
+    finished_at: str | None = None
+    restored_from: str | None = None
+    restored_sha256: str | None = None
+    failed_database: str | None = None  # production as the cutover left it, renamed aside
+    revision_after: str | None = None
+    health: list[dict[str, Any]] = Field(default_factory=list)
+    steps: list[StepRecord] = Field(default_factory=list)
+    error: str | None = None
+    attempts: list[dict[str, str]] = Field(default_factory=list)  # every rollback run that looked at this manifest
+
+
 class Manifest(BaseModel):
     schema_version: int = SCHEMA_VERSION
     run_id: str
@@ -98,6 +114,7 @@ class Manifest(BaseModel):
     checklist: dict[str, Any] = Field(default_factory=dict)
     steps: list[StepRecord] = Field(default_factory=list)
     failure: dict[str, str] | None = None
+    rollback: RollbackRecord | None = None
 
     def step(self, name: str) -> StepRecord | None:
         for record in reversed(self.steps):
@@ -124,14 +141,16 @@ def load_manifest(path: Path) -> Manifest:
 class RunRecorder:
     """Owns the manifest of one run and saves it after every change."""
 
-    def __init__(self, manifest: Manifest, run_dir: Path, secrets: tuple[str, ...] = ()):
+    def __init__(self, manifest: Manifest, run_dir: Path, secrets: tuple[str, ...] = (),
+                 sinks: list[Callable[[str, str], object]] | None = None, *, save: bool = True):
         self.manifest = manifest
         self.run_dir = run_dir
         self.secrets = secrets
         # Extra places each saved manifest is copied to (the off-site mirror), as (name, text) callbacks.
-        self.sinks: list[Callable[[str, str], object]] = []
+        self.sinks: list[Callable[[str, str], object]] = list(sinks or [])
         self.sink_errors: list[str] = []
-        self.save()
+        if save:
+            self.save()
 
     @property
     def path(self) -> Path:
@@ -155,9 +174,22 @@ class RunRecorder:
 
     @contextmanager
     def step(self, name: str) -> Iterator[StepRecord]:
+        """A cutover step: recorded in `steps`; its failure is the run's `failure`."""
+        with self._step(name, self.manifest.steps, rollback=False) as record:
+            yield record
+
+    @contextmanager
+    def rollback_step(self, name: str) -> Iterator[StepRecord]:
+        """A rollback step: recorded in `rollback.steps`; the cutover's own failure record is kept."""
+        assert self.manifest.rollback is not None
+        with self._step(name, self.manifest.rollback.steps, rollback=True) as record:
+            yield record
+
+    @contextmanager
+    def _step(self, name: str, steps: list[StepRecord], *, rollback: bool) -> Iterator[StepRecord]:
         record = StepRecord(name=name)
-        self.manifest.steps.append(record)
-        if name in PRODUCTION_STEPS:
+        steps.append(record)
+        if not rollback and name in PRODUCTION_STEPS:
             # Recorded before the step runs: a crash mid-step must still read as "touched".
             self.manifest.production_touched = True
         self.save()
@@ -167,7 +199,10 @@ class RunRecorder:
         except BaseException as exc:
             record.status = "failed"
             record.error = redact(_one_line(exc), self.secrets)
-            self.manifest.failure = {"step": name, "error": record.error, "trace": redact(_trace(exc), self.secrets)}
+            if rollback:
+                self.manifest.rollback.error = f"{name}: {record.error}"
+            else:
+                self.manifest.failure = {"step": name, "error": record.error, "trace": redact(_trace(exc), self.secrets)}
             raise
         else:
             if record.status == "running":

@@ -50,14 +50,19 @@ class Plan:
         return self.run_dir / f"{self.database}_{self.timestamp}_schema.sql"
 
 
-def scratch_name(database: str, timestamp: str) -> str:
-    name = f"{database}_scratch_{timestamp}"
+def derived_name(database: str, role: str, timestamp: str) -> str:
+    """`<db>_<role>_<timestamp>` (scratch, restore, failed), kept within PostgreSQL's 63 bytes."""
+    name = f"{database}_{role}_{timestamp}"
     if len(name) <= 63:
         return name
-    # Too long for PostgreSQL: keep it recognisable and unique rather than truncated into a collision.
+    # Too long: keep it recognisable and unique rather than truncated into a collision.
     tag = hashlib.sha256(database.encode()).hexdigest()[:6]
-    keep = 63 - len(f"_{tag}_scratch_{timestamp}")
-    return f"{database[:keep]}_{tag}_scratch_{timestamp}"
+    keep = 63 - len(f"_{tag}_{role}_{timestamp}")
+    return f"{database[:keep]}_{tag}_{role}_{timestamp}"
+
+
+def scratch_name(database: str, timestamp: str) -> str:
+    return derived_name(database, "scratch", timestamp)
 
 
 def check_alembic_dir(kit: Toolkit) -> None:

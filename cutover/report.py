@@ -74,3 +74,55 @@ def render_report(m: Manifest) -> str:
             else "Production was not touched: nothing to roll back."
         )
     return "\n".join(lines) + "\n"
+
+
+INCIDENT_NAME = "incident.md"
+
+
+def render_incident(m: Manifest) -> str:
+    """Runbook 6.5: what failed, what was restored from where, and the state production is in now."""
+    r = m.rollback
+    failure = m.failure or {}
+    lines = [f"# Incident: cutover of `{m.database}` {m.status}", ""]
+    lines += [
+        "| | |",
+        "|---|---|",
+        f"| failed step | `{failure.get('step', '-')}` |",
+        f"| error | {failure.get('error', '-')} |",
+        f"| production touched | {'yes' if m.production_touched else 'no'} |",
+        f"| revision before the cutover | `{m.revision_before or 'none (legacy)'}` |",
+    ]
+    if r is None:
+        lines.append("| rollback | not run |")
+        return "\n".join(lines) + "\n"
+    outcome = {
+        "restored": "**restored from the backup**",
+        "not-needed": "aborted before production; nothing to roll back",
+        "failed": "**ROLLBACK FAILED: see below; a human is needed**",
+        "running": "running",
+    }.get(r.status, r.status)
+    lines += [
+        f"| rollback | {outcome} |",
+        f"| rollback flow run | `{r.flow_run_id or '-'}` ({r.strategy}) |",
+        f"| restored from | {r.restored_from or '-'} |",
+        f"| backup SHA-256 | `{r.restored_sha256 or '-'}` |",
+        f"| failed database kept as | `{r.failed_database or '-'}` |",
+        f"| revision now | `{r.revision_after or 'none (legacy)'}` |",
+        f"| started / finished (UTC) | {r.started_at} / {r.finished_at or '-'} |",
+    ]
+    if r.error:
+        lines += ["", f"**Rollback error:** {r.error}"]
+    if r.steps:
+        lines += ["", "## Rollback steps", "", "| step | status | started (UTC) | seconds | note |", "|---|---|---|---:|---|"]
+        lines += [f"| {s.name} | {s.status} | {s.started_at} | {s.seconds if s.seconds is not None else '-'} | "
+                  f"{s.error or s.detail.get('summary', '')} |" for s in r.steps]
+    if r.health:
+        lines += ["", "## Health after", "", "| url | status |", "|---|---|"]
+        lines += [f"| {h['url']} | {h['status']} |" for h in r.health]
+    if r.attempts:
+        lines += ["", "## Rollback runs that looked at this cutover", ""]
+        lines += [f"- {a['at']}: flow run `{a.get('flow_run_id') or '-'}`: {a['outcome']}" for a in r.attempts]
+    trace = failure.get("trace")
+    if trace:
+        lines += ["", "## Failure log tail", "", "```text", trace.rstrip(), "```"]
+    return "\n".join(lines) + "\n"

@@ -30,7 +30,54 @@ from tasks.scratch import migrate_scratch, restore_scratch
 from tasks.validation import api_health, db_objects, service_status
 
 
-@flow(name="cutover", description="Back up, dry-run on scratch, then stamp and upgrade production to the target revision.")
+ROLLBACK_DEPLOYMENT = "rollback/rollback"
+
+
+def start_rollback(flow, flow_run, state) -> None:
+    """on_failure / on_crashed: hand the failed run to the rollback flow.
+
+    As a run of the `rollback` deployment when one exists (a worker picks it up,
+    and the server-side trigger may start one too: the rollback restores once),
+    else in this process. The rollback decides from the manifest whether there is
+    anything to restore. Hooks are not guaranteed to run; the trigger in
+    prefect.yaml is the one to rely on.
+    """
+    from prefect.logging.loggers import flow_run_logger
+
+    logger = flow_run_logger(flow_run, flow)
+    if not (flow_run.parameters or {}).get("rollback_on_failure", True):
+        logger.warning("Cutover %s: rollback_on_failure is false; not starting a rollback.", state.name)
+        return
+    ref = str(flow_run.id)
+    try:
+        from prefect.client.orchestration import get_client
+        from prefect.deployments import run_deployment
+        from prefect.exceptions import ObjectNotFound
+
+        with get_client(sync_client=True) as client:
+            try:
+                client.read_deployment_by_name(ROLLBACK_DEPLOYMENT)
+                exists = True
+            except ObjectNotFound:
+                exists = False
+        if exists:
+            run = run_deployment(ROLLBACK_DEPLOYMENT, parameters={"manifest": ref}, timeout=0, as_subflow=False)
+            logger.warning("Cutover %s: rollback deployment run %s started.", state.name, run.id)
+            return
+    except Exception as exc:  # the in-process rollback below is still worth a try
+        logger.warning("Could not start the rollback deployment (%s); rolling back in this process.", exc)
+    from flows.rollback import rollback
+
+    logger.warning("Cutover %s: rolling back in this process.", state.name)
+    rollback(manifest=ref)
+
+
+@flow(
+    name="cutover",
+    description="Back up, dry-run on scratch, then stamp and upgrade production to the target revision.",
+    on_failure=[start_rollback],
+    on_crashed=[start_rollback],
+)
 def cutover(
     baseline_rev: str | None = None,
     target_rev: str = "head",
@@ -38,6 +85,7 @@ def cutover(
     cleanup_scratch: bool = True,
     approved_by: str | None = None,
     checklist: Checklist = Checklist(),
+    rollback_on_failure: bool = True,
 ) -> dict[str, Any]:
     """
     Args:
@@ -47,6 +95,7 @@ def cutover(
         cleanup_scratch: Drop the scratch copy after a successful run.
         approved_by: Who approved this maintenance window (required unless dry_run).
         checklist: Runbook section 1; every box must be ticked unless dry_run.
+        rollback_on_failure: Start the rollback flow when the run fails (it restores only if production was touched).
     """
     log = get_run_logger()
     settings = load_settings()

@@ -176,3 +176,65 @@ def offsite_env(cutover_env, s3_endpoint, bucket):
     cutover_env.setenv("CUTOVER_S3_ENDPOINT_URL", s3_endpoint)
     cutover_env.setenv("CUTOVER_S3_PART_SIZE_MB", "5")
     return cutover_env
+
+
+SERVICECTL = EXAMPLE_APP_DIR / "beer_app" / "servicectl.py"
+
+
+@pytest.fixture
+def managed_api(cutover_env, pilot, tmp_path):
+    """The example API run as a service that the cutover and rollback stop and start themselves."""
+    import subprocess
+
+    from cutover.embedded import free_port
+
+    port = free_port()
+    base = f"{sys.executable} {SERVICECTL} {{}} --pidfile {tmp_path / 'api.pid'} --port {port}"
+    cutover_env.setenv("CUTOVER_SERVICE_START", base.format("start") + f" --log {tmp_path / 'api.log'}")
+    cutover_env.setenv("CUTOVER_SERVICE_STOP", base.format("stop"))
+    cutover_env.setenv("CUTOVER_SERVICE_STATUS", base.format("status"))
+    cutover_env.setenv("CUTOVER_HEALTH_URL", f"http://127.0.0.1:{port}")
+
+    def ctl(action: str) -> subprocess.CompletedProcess:
+        return subprocess.run(os.environ[f"CUTOVER_SERVICE_{action.upper()}"].split(), capture_output=True,
+                              text=True, timeout=60)
+
+    assert ctl("start").returncode == 0
+    yield f"http://127.0.0.1:{port}"
+    ctl("stop")
+
+
+SLOW_FAILING_REVISION = '''"""Fails halfway on production only: its first part is committed before the failure."""
+from alembic import op
+import sqlalchemy as sa
+
+revision = "0004_half"
+down_revision = "0003_review_constraints"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.add_column("beers", sa.Column("tasting_notes", sa.Text(), nullable=True))
+    op.execute("UPDATE beers SET tasting_notes = 'pending'")
+    with op.get_context().autocommit_block():
+        op.execute("CREATE INDEX CONCURRENTLY ix_beers_tasting_notes ON beers (tasting_notes)")
+    op.execute(
+        "DO $$ BEGIN IF position('_scratch_' in current_database()) = 0 THEN "
+        "RAISE EXCEPTION 'injected failure halfway through 0004_half'; END IF; END $$"
+    )
+
+
+def downgrade():
+    op.drop_index("ix_beers_tasting_notes", table_name="beers")
+    op.drop_column("beers", "tasting_notes")
+'''
+
+
+@pytest.fixture
+def halfway_alembic_dir(tmp_path) -> Path:
+    """A copy of the example app whose newest revision fails halfway, on production only."""
+    target = tmp_path / "halfway_app"
+    shutil.copytree(EXAMPLE_APP_DIR, target, ignore=shutil.ignore_patterns("__pycache__"))
+    (target / "alembic" / "versions" / "0004_half.py").write_text(SLOW_FAILING_REVISION)
+    return target

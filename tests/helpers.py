@@ -35,3 +35,18 @@ def databases_like(conn: ConnInfo, prefix: str) -> list[str]:
     with db.connect(conn, "postgres") as c, c.cursor() as cur:
         cur.execute("SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1", (prefix + "%",))
         return [r[0] for r in cur.fetchall()]
+
+
+def artifacts_with_key(key: str) -> list[str]:
+    """Data of every artifact with this key, newest first, from the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC
+            )
+
+    return [a.data for a in asyncio.run(read())]

@@ -109,6 +109,12 @@ def status() -> Any:
             )
     except (SQLAlchemyError, MissingDatabaseName) as exc:
         return _unavailable(exc)
+    # Models a backend release that breaks on a schema revision (set per deployment, used by
+    # pg-cutover's tests to make a post-migration health check fail for real).
+    incompatible = os.environ.get("BEER_APP_INCOMPATIBLE_WITH")
+    if incompatible and revision == incompatible:
+        return JSONResponse(status_code=500, content={
+            "status": "error", "error": f"this app version does not support schema revision {revision}"})
     return {
         "status": "ok",
         "database": os.environ.get("POSTGRES_DB"),

@@ -1,0 +1,158 @@
+"""The rollback flow: runbook section 6, decided from the run manifest alone.
+
+Started by the cutover's failure hooks, by the server-side trigger in
+prefect.yaml when the cutover's process died, or by hand (UI or
+`cutover rollback --manifest ...`). Any number of these may fire for one
+cutover: an advisory lock and the manifest's rollback status make exactly one
+of them restore.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from cutover import db
+from cutover.manifest import RollbackRecord, RunRecorder, utcnow
+from cutover.rollback import ManifestSource, RollbackFailed, locate_manifest, unique_name
+from cutover.settings import load_settings
+from cutover.storage import S3Store
+from cutover.toolkit import Toolkit
+from tasks.evidence import publish_markdown
+from tasks.rollback import (
+    drop_recreate,
+    fetch_backup,
+    publish_incident,
+    restore_copy,
+    start_backend,
+    stop_backend,
+    swap,
+    verify_restored,
+)
+
+LOCK_WAIT_SECONDS = 4 * 3600  # a second rollback waits for the first to finish, then finds the work done
+
+
+@flow(name="rollback", description="Restore production from the cutover's verified backup, restart the backend, record the incident.")
+def rollback(manifest: str, strategy: Literal["rename", "drop-recreate"] = "rename") -> dict[str, Any]:
+    """
+    Args:
+        manifest: The failed cutover's manifest: a path, an s3:// URI, or the cutover's flow run id.
+        strategy: "rename" keeps the failed database as <db>_failed_<timestamp>; "drop-recreate" follows the runbook literally.
+    """
+    log = get_run_logger()
+    settings = load_settings()
+    kit = Toolkit.from_settings(settings)
+    store = S3Store.from_settings(settings)
+    me = str(flow_run.id) if flow_run.id else None
+
+    source = locate_manifest(manifest, backup_dir=settings.backup_dir, database=settings.postgres_db, store=store)
+    if source is None:
+        publish_markdown(settings.postgres_db, "incident",
+                         f"# Incident: cutover run `{manifest}` left no manifest\n\nIt stopped before its first step, "
+                         "before production was touched: aborted before production; nothing to roll back.\n",
+                         "Incident record (runbook 6.5)")
+        return {"status": "not-needed", "reason": "no manifest"}
+
+    if not source.manifest.production_touched:
+        m = source.manifest
+        rec = _recorder(source, settings, store)
+        m.rollback = RollbackRecord(status="not-needed", flow_run_id=me, strategy=strategy, finished_at=utcnow(),
+                                    attempts=(m.rollback.attempts if m.rollback else []))
+        _attempt(m, me, "aborted before production; nothing to roll back")
+        rec.save()
+        publish_incident(m, source.run_dir, store)
+        log.info("Cutover of %s failed before production was touched: nothing to roll back.", m.database)
+        return {"status": "not-needed", "database": m.database}
+
+    database = source.manifest.database
+    with db.advisory_lock(kit.conn, database, wait_seconds=LOCK_WAIT_SECONDS) as locked:
+        if not locked:
+            raise RollbackFailed(f"Another rollback of {database} held its lock for {LOCK_WAIT_SECONDS} s; nothing was changed.")
+        m = source.reload()
+        rec = _recorder(source, settings, store, m)
+        if m.rollback is not None and m.rollback.status == "restored":
+            _attempt(m, me, f"found the work done by flow run {m.rollback.flow_run_id}; nothing restored")
+            rec.save()
+            publish_incident(m, source.run_dir, store)
+            log.info("Rollback of %s was already done by %s.", database, m.rollback.flow_run_id)
+            return {"status": "already-restored", "database": database, "by": m.rollback.flow_run_id}
+
+        m.rollback = RollbackRecord(flow_run_id=me, strategy=strategy,
+                                    attempts=(m.rollback.attempts if m.rollback else []))
+        rec.save()
+        try:
+            pg = kit.pg_client(db.probe(kit.conn, "postgres") // 10000)
+            # 6.1 Pause writes and stop the backend
+            with rec.rollback_step("stop-backend"):
+                stop_backend(kit)
+            with rec.rollback_step("fetch-backup"):
+                dump, origin = fetch_backup(m, store, source.run_dir / "restore")
+                m.rollback.restored_from, m.rollback.restored_sha256 = origin, m.backup.sha256
+            if strategy == "rename":
+                # 6.2/6.3 without dropping anything: restore beside production, then swap names.
+                restored = unique_name(kit.conn, database, "restore")
+                with rec.rollback_step("restore") as step:
+                    counts = restore_copy(pg, kit, restored, dump, m.row_counts)
+                    step.detail = {"summary": f"{sum(counts.values())} rows in {len(counts)} tables into {restored}"}
+                failed_name = unique_name(kit.conn, database, "failed")
+                with rec.rollback_step("swap") as step:
+                    swap(kit, database, restored, failed_name)
+                    m.rollback.failed_database = failed_name
+                    step.detail = {"summary": f"{database} -> {failed_name}; {restored} -> {database}"}
+            else:
+                with rec.rollback_step("drop-recreate"):
+                    drop_recreate(pg, kit, database, dump, m.row_counts)
+            with rec.rollback_step("verify"):
+                m.rollback.revision_after = verify_restored(kit, m)
+            # 6.4 Start the backend and verify health
+            with rec.rollback_step("start-backend"):
+                m.rollback.health = start_backend(kit)
+            m.rollback.status = "restored"
+            _attempt(m, me, "restored from the backup")
+        except BaseException as exc:
+            m.rollback.status = "failed"
+            state = _production_state(kit, database, m.rollback.failed_database)
+            m.rollback.error = f"{m.rollback.error or exc}. {state}"
+            _attempt(m, me, "failed: " + m.rollback.error)
+            log.error("ROLLBACK FAILED for %s: %s", database, m.rollback.error)
+            raise RollbackFailed(f"Rollback of {database} failed: {m.rollback.error}") from None
+        finally:
+            m.rollback.finished_at = utcnow()
+            rec.save()
+            # 6.5 Incident record
+            publish_incident(m, source.run_dir, store)
+    log.info("%s restored from %s; kept the failed database as %s", database, m.rollback.restored_from,
+             m.rollback.failed_database)
+    return {"status": "restored", "database": database, "failed_database": m.rollback.failed_database,
+            "restored_from": m.rollback.restored_from, "revision": m.rollback.revision_after}
+
+
+def _recorder(source: ManifestSource, settings, store: S3Store | None, m=None) -> RunRecorder:
+    m = m or source.manifest
+    sinks = []
+    if store is not None and m.offsite is not None:
+        sinks.append(lambda name, text: store.put_text(m.offsite.prefix + name, text))
+    return RunRecorder(m, source.run_dir, settings.secrets, sinks, save=False)
+
+
+def _attempt(m, flow_run_id: str | None, outcome: str) -> None:
+    m.rollback.attempts.append({"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                "flow_run_id": flow_run_id or "", "outcome": outcome})
+
+
+def _production_state(kit: Toolkit, database: str, failed_name: str | None) -> str:
+    """Say loudly where production is, so whoever is paged knows where to start."""
+    try:
+        here = db.database_exists(kit.conn, database)
+        aside = bool(failed_name) and db.database_exists(kit.conn, failed_name)
+    except Exception:
+        return "The state of production could not be read; a human is needed."
+    if aside and not here:
+        return f"Production is intact under {failed_name!r} (renamed aside, not dropped); the backend is stopped; a human is needed."
+    if here:
+        return f"Production {database!r} is as the cutover left it (not dropped); the backend is stopped; a human is needed."
+    return f"{database!r} does not exist; the backup is still available; a human is needed."

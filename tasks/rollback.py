@@ -1,0 +1,88 @@
+"""Runbook section 6 as tasks: stop, fetch the verified backup, restore, swap, start, verify, record.
+
+No retries on the restore or the renames: a half-done rename is for the flow to
+reason about, not for a retry policy. Stopping and starting the backend and the
+health wait are safe to repeat.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from cutover import db, health
+from cutover.errors import StepFailed
+from cutover.manifest import Manifest, write_private
+from cutover.pgtools import PgClient
+from cutover.report import INCIDENT_NAME, render_incident
+from cutover.rollback import restore_into, swap_in
+from cutover.storage import S3Store, verified_dump
+from cutover.toolkit import Toolkit
+from tasks.evidence import publish_markdown
+
+
+@task(name="rollback-stop-backend", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, timeout_seconds=600)
+def stop_backend(kit: Toolkit) -> str:
+    result = kit.service.stop()
+    return result.transcript() if result else "No CUTOVER_SERVICE_STOP command: writes must already be paused."
+
+
+@task(name="rollback-fetch-backup", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, timeout_seconds=4 * 3600)
+def fetch_backup(manifest: Manifest, store: S3Store | None, work_dir: Path) -> tuple[Path, str]:
+    path, source = verified_dump(manifest, store, work_dir)
+    get_run_logger().info("Backup verified (SHA-256 %s) from %s", manifest.backup.sha256, source)
+    return path, source
+
+
+@task(name="rollback-restore", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)
+def restore_copy(pg: PgClient, kit: Toolkit, target: str, dump: Path, expected: dict[str, int]) -> dict[str, int]:
+    return restore_into(pg, kit.conn, target, dump, expected)
+
+
+@task(name="rollback-swap", cache_policy=NO_CACHE, timeout_seconds=600)
+def swap(kit: Toolkit, database: str, restored: str, failed_name: str) -> None:
+    swap_in(kit.conn, database, restored, failed_name)
+
+
+@task(name="rollback-drop-recreate", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)
+def drop_recreate(pg: PgClient, kit: Toolkit, database: str, dump: Path, expected: dict[str, int]) -> dict[str, int]:
+    """Runbook 6.2-6.3 literally, for operators without the disk for a renamed copy."""
+    pg.dropdb(database)
+    return restore_into(pg, kit.conn, database, dump, expected)
+
+
+@task(name="rollback-start-backend", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, timeout_seconds=600)
+def start_backend(kit: Toolkit) -> list[dict]:
+    """6.4: start, then wait until every health path answers."""
+    kit.service.start()
+    settings = kit.settings
+    if not settings.health_url:
+        return []
+    results = health.check(settings.health_url, settings.health_path_list, wait_seconds=settings.health_timeout)
+    return [{"url": r.url, "status": r.status} for r in results]
+
+
+@task(name="rollback-verify", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, timeout_seconds=600)
+def verify_restored(kit: Toolkit, manifest: Manifest) -> str | None:
+    """The revision is the pre-cutover one and every table holds its pre-cutover row count."""
+    revision = db.alembic_revision(kit.conn, manifest.database)
+    if revision != manifest.revision_before:
+        raise StepFailed(f"After the restore {manifest.database} is at revision {revision!r}, not {manifest.revision_before!r}.")
+    counts = db.row_counts(kit.conn, manifest.database, list(manifest.row_counts))
+    if counts != manifest.row_counts:
+        raise StepFailed(f"After the restore {manifest.database} holds {counts}, not {manifest.row_counts}.")
+    return revision
+
+
+@task(name="incident-record", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, timeout_seconds=300)
+def publish_incident(manifest: Manifest, run_dir: Path | None, store: S3Store | None) -> str:
+    text = render_incident(manifest)
+    if run_dir is not None:
+        write_private(Path(run_dir) / INCIDENT_NAME, text)
+    if store is not None and manifest.offsite is not None:
+        store.put_text(manifest.offsite.prefix + INCIDENT_NAME, text)
+    publish_markdown(manifest.database, "incident", text, f"Incident record (runbook 6.5): rollback "
+                     f"{manifest.rollback.status if manifest.rollback else 'not run'}")
+    return text

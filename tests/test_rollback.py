@@ -1,0 +1,135 @@
+"""The rollback flow, started by the cutover's own failure hooks, on real PostgreSQL with the
+example API run as a service that the rollback stops and starts through the command controller."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cutover import db
+from cutover.manifest import load_manifest
+from flows.cutover import cutover
+from tasks.checklist import Checklist
+from tests.conftest import HEAD
+from tests.helpers import artifacts_with_key, data_fingerprint, databases_like
+
+APPROVED = dict(approved_by="alice", checklist=Checklist.all_confirmed())
+
+
+def the_manifest() -> "Manifest":  # noqa: F821
+    return load_manifest(next(Path(os.environ["CUTOVER_BACKUP_DIR"]).rglob("manifest.json")))
+
+
+def assert_rolled_back(conn, pilot, before, api, failed_step):
+    m = the_manifest()
+    assert m.failure["step"] == failed_step and m.production_touched
+    assert m.rollback.status == "restored", m.rollback
+    # Every row of every table as before the cutover, and the revision as before (legacy: none).
+    assert data_fingerprint(conn, pilot) == before
+    assert db.alembic_revision(conn, pilot) is None
+    # The database the cutover left behind is kept under its new name, not dropped.
+    assert databases_like(conn, f"{pilot}_failed_") == [m.rollback.failed_database]
+    assert databases_like(conn, f"{pilot}_restore_") == []
+    # The backend was stopped and started by the controller, and answers.
+    assert [s.name for s in m.rollback.steps] == [
+        "stop-backend", "fetch-backup", "restore", "swap", "verify", "start-backend"]
+    reply = httpx.get(api + "/", timeout=10)
+    assert reply.status_code == 200 and reply.json()["revision"] is None
+    # The incident record, in the Prefect API and next to the backup.
+    incident = artifacts_with_key(f"{pilot.replace('_', '-')}-incident")[0]
+    assert "restored from the backup" in incident and m.rollback.failed_database in incident
+    assert f"`{failed_step}`" in incident and m.backup.sha256 in incident
+    assert (Path(m.backup.path).parent / "incident.md").read_text() == incident
+    return m
+
+
+def test_stamp_failure_on_production_is_rolled_back(prefect_api, conn, pilot, cutover_env, managed_api):
+    before = data_fingerprint(conn, pilot)
+    # Production refuses writes; the scratch copy (restored without database settings) does not,
+    # so the dry run passes and `alembic stamp` fails on production.
+    with db.connect(conn, "postgres") as c, c.cursor() as cur:
+        cur.execute(f'ALTER DATABASE "{pilot}" SET default_transaction_read_only = on')
+
+    state = cutover(**APPROVED, return_state=True)
+
+    assert state.is_failed()
+    assert_rolled_back(conn, pilot, before, managed_api, "production-stamp")
+
+
+def test_upgrade_failing_halfway_is_rolled_back(prefect_api, conn, pilot, cutover_env, managed_api, halfway_alembic_dir):
+    cutover_env.setenv("CUTOVER_ALEMBIC_DIR", str(halfway_alembic_dir))
+    before = data_fingerprint(conn, pilot)
+
+    state = cutover(**APPROVED, return_state=True)
+
+    assert state.is_failed()
+    m = assert_rolled_back(conn, pilot, before, managed_api, "production-upgrade")
+    assert "injected failure halfway" in m.failure["error"]
+    # What the failed upgrade committed is kept, aside, for forensics.
+    failed = m.rollback.failed_database
+    assert db.alembic_revision(conn, failed) == HEAD
+    with db.connect(conn, failed) as c, c.cursor() as cur:
+        cur.execute("SELECT count(*) FROM beers WHERE tasting_notes = 'pending'")
+        assert cur.fetchone()[0] == before["public.beers"][0]
+
+
+def test_health_failure_after_upgrade_is_rolled_back(prefect_api, conn, pilot, cutover_env, managed_api):
+    # This backend release breaks on the new schema: GET / answers 500 once the database is at head.
+    cutover_env.setenv("BEER_APP_INCOMPATIBLE_WITH", HEAD)
+    subprocess.run(os.environ["CUTOVER_SERVICE_STOP"].split(), check=True, capture_output=True, timeout=60)
+    subprocess.run(os.environ["CUTOVER_SERVICE_START"].split(), check=True, capture_output=True, timeout=60)
+    before = data_fingerprint(conn, pilot)
+
+    state = cutover(**APPROVED, return_state=True)
+
+    assert state.is_failed()
+    m = assert_rolled_back(conn, pilot, before, managed_api, "validate")
+    assert "answered 500" in m.failure["error"]
+
+
+def test_failure_before_production_restores_nothing(prefect_api, conn, pilot, cutover_env, broken_alembic_dir):
+    cutover_env.setenv("CUTOVER_ALEMBIC_DIR", str(broken_alembic_dir))
+    before = data_fingerprint(conn, pilot)
+
+    state = cutover(**APPROVED, return_state=True)
+
+    assert state.is_failed()
+    m = the_manifest()
+    assert not m.production_touched and m.rollback.status == "not-needed" and m.rollback.steps == []
+    assert data_fingerprint(conn, pilot) == before and db.alembic_revision(conn, pilot) is None
+    assert databases_like(conn, f"{pilot}_failed_") == []
+    incident = artifacts_with_key(f"{pilot.replace('_', '-')}-incident")[0]
+    assert "aborted before production; nothing to roll back" in incident
+
+
+def test_two_rollbacks_for_one_cutover_restore_once(prefect_api, conn, pilot, cutover_env, managed_api):
+    from prefect.settings import PREFECT_API_URL
+
+    with db.connect(conn, "postgres") as c, c.cursor() as cur:
+        cur.execute(f'ALTER DATABASE "{pilot}" SET default_transaction_read_only = on')
+    before = data_fingerprint(conn, pilot)
+    state = cutover(**APPROVED, rollback_on_failure=False, return_state=True)
+    assert state.is_failed() and the_manifest().rollback is None
+    run_id = str(state.state_details.flow_run_id)
+
+    # As the in-process hook and the server-side trigger would: two processes, same cutover, same moment.
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    procs = [subprocess.Popen([sys.executable, "-m", "cutover.cli", "rollback", "--manifest", run_id],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    statuses = sorted(json.loads(o[0][o[0].index("{"):])["status"] for o in outs)
+    assert statuses == ["already-restored", "restored"]
+
+    assert data_fingerprint(conn, pilot) == before
+    assert len(databases_like(conn, f"{pilot}_failed_")) == 1
+    m = the_manifest()
+    assert [a["outcome"].split(" by ")[0] for a in m.rollback.attempts] == [
+        "restored from the backup", "found the work done"]

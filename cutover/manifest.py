@@ -102,6 +102,7 @@ class Manifest(BaseModel):
     finished_at: str | None = None
     status: str = "running"  # running | succeeded | failed | noop | dry-run
     dry_run: bool = False
+    auto_rollback: bool = True  # the run's rollback_on_failure: may a hook or trigger restore without a human
     baseline_rev: str | None = None
     target_rev: str | None = None
     revision_before: str | None = None

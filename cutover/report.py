@@ -100,6 +100,7 @@ def render_incident(m: Manifest) -> str:
         "not-needed": "aborted before production; nothing to roll back",
         "failed": "**ROLLBACK FAILED: see below; a human is needed**",
         "running": "running",
+        "not-started": "**not started: automatic rollback was off for this cutover; run it by hand**",
     }.get(r.status, r.status)
     lines += [
         f"| rollback | {outcome} |",

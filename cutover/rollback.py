@@ -50,7 +50,7 @@ class ManifestSource:
 
 
 def _progress(m: Manifest) -> int:
-    order = {None: 0, "running": 1, "failed": 1, "not-needed": 2, "restored": 3}
+    order = {None: 0, "not-started": 0, "running": 1, "failed": 1, "not-needed": 2, "restored": 3}
     return order.get(m.rollback.status if m.rollback else None, 0)
 
 

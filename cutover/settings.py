@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     health_url: str = Field("http://localhost:8000", validation_alias="CUTOVER_HEALTH_URL")
     health_paths: str = Field("/,/docs", validation_alias="CUTOVER_HEALTH_PATHS")
     pg_bin: Path | None = Field(None, validation_alias="CUTOVER_PG_BIN")
+    service: str | None = Field(None, validation_alias="CUTOVER_SERVICE")
     service_status: str | None = Field(None, validation_alias="CUTOVER_SERVICE_STATUS")
     service_stop: str | None = Field(None, validation_alias="CUTOVER_SERVICE_STOP")
     service_start: str | None = Field(None, validation_alias="CUTOVER_SERVICE_START")
@@ -112,6 +113,16 @@ class Settings(BaseSettings):
             raise ValueError(f"expected a command line with balanced quotes ({exc})") from None
         if not argv:
             return None
+        return value
+
+    @field_validator("service")
+    @classmethod
+    def _service(cls, value: str | None) -> str | None:
+        if value is None or not value.strip() or value.strip() == "none":
+            return None
+        kind, _, name = value.partition(":")
+        if kind not in ("compose",) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
+            raise ValueError("expected compose:<service> (a docker compose service name) or none")
         return value
 
     @field_validator("health_url")
@@ -184,8 +195,14 @@ class Settings(BaseSettings):
                                  os.environ.get("AWS_SESSION_TOKEN")) if s)
 
     def service_argv(self, which: str) -> list[str] | None:
+        """The command for status/stop/start: an explicit CUTOVER_SERVICE_<WHICH>, else from CUTOVER_SERVICE."""
         value = getattr(self, f"service_{which}")
-        return shlex.split(value) if value else None
+        if value:
+            return shlex.split(value)
+        if self.service and self.service.startswith("compose:"):
+            verb = {"status": "ps", "stop": "stop", "start": "start"}[which]
+            return ["docker", "compose", verb, self.service.split(":", 1)[1]]
+        return None
 
 
 def _env_name(loc: tuple[Any, ...]) -> str:

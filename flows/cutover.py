@@ -45,9 +45,8 @@ def start_rollback(flow, flow_run, state) -> None:
     from prefect.logging.loggers import flow_run_logger
 
     logger = flow_run_logger(flow_run, flow)
-    if not (flow_run.parameters or {}).get("rollback_on_failure", True):
-        logger.warning("Cutover %s: rollback_on_failure is false; not starting a rollback.", state.name)
-        return
+    # Started even with rollback_on_failure off: the rollback run then records the incident and
+    # restores nothing, exactly as when the server-side trigger fires for such a run.
     ref = str(flow_run.id)
     try:
         from prefect.client.orchestration import get_client
@@ -61,7 +60,8 @@ def start_rollback(flow, flow_run, state) -> None:
             except ObjectNotFound:
                 exists = False
         if exists:
-            run = run_deployment(ROLLBACK_DEPLOYMENT, parameters={"manifest": ref}, timeout=0, as_subflow=False)
+            run = run_deployment(ROLLBACK_DEPLOYMENT, parameters={"manifest": ref, "automatic": True}, timeout=0,
+                                 as_subflow=False)
             logger.warning("Cutover %s: rollback deployment run %s started.", state.name, run.id)
             return
     except Exception as exc:  # the in-process rollback below is still worth a try
@@ -69,7 +69,7 @@ def start_rollback(flow, flow_run, state) -> None:
     from flows.rollback import rollback
 
     logger.warning("Cutover %s: rolling back in this process.", state.name)
-    rollback(manifest=ref)
+    rollback(manifest=ref, automatic=True)
 
 
 @flow(
@@ -112,6 +112,7 @@ def cutover(
             host=kit.conn.host,
             port=kit.conn.port,
             dry_run=dry_run,
+            auto_rollback=rollback_on_failure,
             baseline_rev=plan.baseline_rev,
             target_rev=plan.target_rev,
             revision_before=plan.revision_before,

@@ -37,11 +37,16 @@ LOCK_WAIT_SECONDS = 4 * 3600  # a second rollback waits for the first to finish,
 
 
 @flow(name="rollback", description="Restore production from the cutover's verified backup, restart the backend, record the incident.")
-def rollback(manifest: str, strategy: Literal["rename", "drop-recreate"] = "rename") -> dict[str, Any]:
+def rollback(
+    manifest: str,
+    strategy: Literal["rename", "drop-recreate"] = "rename",
+    automatic: bool = False,
+) -> dict[str, Any]:
     """
     Args:
         manifest: The failed cutover's manifest: a path, an s3:// URI, or the cutover's flow run id.
         strategy: "rename" keeps the failed database as <db>_failed_<timestamp>; "drop-recreate" follows the runbook literally.
+        automatic: Set by the failure hooks and the trigger; such a run restores only if the cutover allowed it (rollback_on_failure).
     """
     log = get_run_logger()
     settings = load_settings()
@@ -67,6 +72,18 @@ def rollback(manifest: str, strategy: Literal["rename", "drop-recreate"] = "rena
         publish_incident(m, source.run_dir, store)
         log.info("Cutover of %s failed before production was touched: nothing to roll back.", m.database)
         return {"status": "not-needed", "database": m.database}
+
+    if automatic and not source.manifest.auto_rollback:
+        m = source.manifest
+        rec = _recorder(source, settings, store)
+        if m.rollback is None:
+            m.rollback = RollbackRecord(status="not-started", flow_run_id=me, strategy=strategy)
+        _attempt(m, me, "automatic rollback is off for this cutover (rollback_on_failure=false); nothing restored")
+        rec.save()
+        publish_incident(m, source.run_dir, store)
+        log.warning("Cutover of %s failed after touching production, and its automatic rollback is off: "
+                    "run the rollback by hand.", m.database)
+        return {"status": "not-started", "database": m.database}
 
     database = source.manifest.database
     with db.advisory_lock(kit.conn, database, wait_seconds=LOCK_WAIT_SECONDS) as locked:

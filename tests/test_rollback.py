@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import httpx
-import pytest
 
 from cutover import db
 from cutover.manifest import load_manifest
@@ -115,7 +114,10 @@ def test_two_rollbacks_for_one_cutover_restore_once(prefect_api, conn, pilot, cu
         cur.execute(f'ALTER DATABASE "{pilot}" SET default_transaction_read_only = on')
     before = data_fingerprint(conn, pilot)
     state = cutover(**APPROVED, rollback_on_failure=False, return_state=True)
-    assert state.is_failed() and the_manifest().rollback is None
+    assert state.is_failed()
+    # The hook still ran an automatic rollback, which respected the switch and restored nothing.
+    assert the_manifest().rollback.status == "not-started"
+    assert db.alembic_revision(conn, pilot) is None  # the stamp itself failed: nothing to see yet
     run_id = str(state.state_details.flow_run_id)
 
     # As the in-process hook and the server-side trigger would: two processes, same cutover, same moment.
@@ -131,5 +133,5 @@ def test_two_rollbacks_for_one_cutover_restore_once(prefect_api, conn, pilot, cu
     assert data_fingerprint(conn, pilot) == before
     assert len(databases_like(conn, f"{pilot}_failed_")) == 1
     m = the_manifest()
-    assert [a["outcome"].split(" by ")[0] for a in m.rollback.attempts] == [
-        "restored from the backup", "found the work done"]
+    assert [a["outcome"].split(" by ")[0].split(" (")[0] for a in m.rollback.attempts] == [
+        "automatic rollback is off for this cutover", "restored from the backup", "found the work done"]

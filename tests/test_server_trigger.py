@@ -1,0 +1,160 @@
+"""The server-side rollback trigger, for real: a `prefect server`, a process worker, the
+deployments from prefect.yaml (through deployments/deploy.py), and the cutover's process
+killed with SIGKILL during the production upgrade."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import psutil
+import pytest
+
+from cutover import db
+from cutover.embedded import EXAMPLE_APP_DIR, REPO_ROOT, free_port
+from cutover.manifest import load_manifest
+from tests.conftest import BASELINE
+from tests.helpers import data_fingerprint, databases_like
+
+pytestmark = pytest.mark.slow
+
+SLOW_REVISION = '''"""Takes long on production (not on scratch): time to kill the cutover mid-upgrade."""
+from alembic import op
+
+revision = "0004_slow"
+down_revision = "0003_review_constraints"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.execute("UPDATE breweries SET city = upper(city)")
+    op.execute(
+        "DO $$ BEGIN IF position('_scratch_' in current_database()) = 0 THEN "
+        "PERFORM pg_sleep(60); END IF; END $$"
+    )
+
+
+def downgrade():
+    pass
+'''
+
+
+def wait_for(what: str, check, timeout: float, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture
+def prefect_server(tmp_path):
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_LOGGING_LEVEL": "INFO"}
+    env.pop("PREFECT_SERVER_LOGGING_LEVEL", None)
+    log = open(tmp_path / "server.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
+                             str(port)], env=env, stdout=log, stderr=log, start_new_session=True)
+    try:
+        wait_for("prefect server", lambda: _ok(f"http://127.0.0.1:{port}/api/health"), 90)
+        yield env
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+        log.close()
+
+
+def _ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def flow_run_process(flow_run_id: str) -> psutil.Process | None:
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.environ().get("PREFECT__FLOW_RUN_ID") == flow_run_id:
+                return proc
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return None
+
+
+def test_killed_cutover_is_rolled_back_by_the_server_trigger(conn, pilot, tmp_path, prefect_server):
+    app = tmp_path / "slow_app"
+    shutil.copytree(EXAMPLE_APP_DIR, app, ignore=shutil.ignore_patterns("__pycache__"))
+    (app / "alembic" / "versions" / "0004_slow.py").write_text(SLOW_REVISION)
+    backups = tmp_path / "backups"
+    env = {**prefect_server, "POSTGRES_DB": pilot, "BASELINE_REV": BASELINE, "CUTOVER_ALEMBIC_DIR": str(app),
+           "CUTOVER_BACKUP_DIR": str(backups), "CUTOVER_HEALTH_URL": "none", "PREFECT_WORKER_QUERY_SECONDS": "2"}
+    for name in ("CUTOVER_S3_BUCKET", "CUTOVER_SERVICE_START", "CUTOVER_SERVICE_STOP", "CUTOVER_SERVICE_STATUS"):
+        env.pop(name, None)
+    before = data_fingerprint(conn, pilot)
+
+    deploy = subprocess.run([sys.executable, "deployments/deploy.py"], cwd=REPO_ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    worker_log = open(tmp_path / "worker.log", "wb")
+    worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "pg-cutover"],
+                              cwd=tmp_path, env=env, stdout=worker_log, stderr=worker_log, start_new_session=True)
+    try:
+        params = {"approved_by": "night shift", "checklist": {k: True for k in (
+            "window_approved", "writes_paused", "operator_and_reviewer_present", "backup_storage_confirmed",
+            "rollback_owner_assigned")}}
+        started = subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", "cutover/cutover",
+                                  "--params", json.dumps(params)], env=env, capture_output=True, text=True, timeout=120)
+        assert started.returncode == 0, started.stderr
+        run_id = re.search(r"UUID: ([0-9a-f-]{36})", started.stdout).group(1)
+
+        def upgrading():
+            found = list(backups.rglob("manifest.json"))
+            if not found:
+                return None
+            step = load_manifest(found[0]).step("production-upgrade")
+            return found[0] if step is not None and step.status == "running" else None
+
+        manifest_path = wait_for("the production upgrade to start", upgrading, 180)
+        time.sleep(1)
+        engine = wait_for("the cutover's flow-run process", lambda: flow_run_process(run_id), 30)
+        engine.send_signal(signal.SIGKILL)
+
+        def rolled_back():
+            m = load_manifest(manifest_path)
+            return m if m.rollback is not None and m.rollback.status == "restored" else None
+
+        m = wait_for("the rollback to restore production", rolled_back, 240, interval=1)
+        # Both starters fire for a crash (the worker's on_crashed hook and the trigger): one restore.
+        wait_for("both rollback runs to be recorded", lambda: len(load_manifest(manifest_path).rollback.attempts) >= 2,
+                 120, interval=1)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(30)
+        worker_log.close()
+
+    m = load_manifest(manifest_path)
+    assert m.status == "running" and m.production_touched  # the cutover never got to say anything
+    outcomes = [a["outcome"] for a in m.rollback.attempts]
+    assert outcomes[0] == "restored from the backup" and all(o.startswith("found the work done") for o in outcomes[1:])
+    assert data_fingerprint(conn, pilot) == before
+    assert db.alembic_revision(conn, pilot) is None
+    assert databases_like(conn, f"{pilot}_failed_") == [m.rollback.failed_database]
+    api = env["PREFECT_API_URL"]
+    runs = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}).json()
+    assert runs[0]["state"]["type"] == "CRASHED"
+    # One of the rollback runs was created by the server-side trigger itself, with the rendered id.
+    rollbacks = httpx.post(f"{api}/flow_runs/filter", json={"deployments": {"name": {"any_": ["rollback"]}}}).json()
+    by_trigger = [r for r in rollbacks if (r.get("created_by") or {}).get("type") == "AUTOMATION"]
+    assert by_trigger and by_trigger[0]["parameters"] == {"manifest": run_id, "automatic": True}
+    assert all(r["state"]["type"] == "COMPLETED" for r in rollbacks)

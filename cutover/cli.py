@@ -6,25 +6,36 @@ import argparse
 import json
 import sys
 
-from cutover.errors import CutoverError
+from cutover.errors import ConfigError, CutoverError
 
 
 def _run(args: argparse.Namespace) -> int:
     from cutover.settings import load_settings
 
     load_settings()  # a bad setting is reported before Prefect starts
+    if not args.dry_run and not (args.approved_by and args.confirm_checklist):
+        # On the command line nobody can answer the UI's form: approval comes as flags.
+        raise ConfigError("cutover run needs --approved-by NAME and --confirm-checklist (or --dry-run); "
+                          "to answer the checklist form instead, run the cutover deployment from the Prefect UI.")
+    from prefect.exceptions import CancelledRun
+
     from flows.cutover import cutover
     from tasks.checklist import Checklist
 
     checklist = Checklist.all_confirmed() if args.confirm_checklist else Checklist()
-    summary = cutover(
-        baseline_rev=args.baseline_rev,
-        target_rev=args.target_rev,
-        dry_run=args.dry_run,
-        cleanup_scratch=not args.keep_scratch,
-        approved_by=args.approved_by,
-        checklist=checklist,
-    )
+    try:
+        summary = cutover(
+            baseline_rev=args.baseline_rev,
+            target_rev=args.target_rev,
+            dry_run=args.dry_run,
+            cleanup_scratch=not args.keep_scratch,
+            approved_by=args.approved_by,
+            ticket=args.ticket,
+            checklist=checklist,
+        )
+    except CancelledRun as exc:  # deferred (window) or not approved: nothing was changed
+        print(f"cutover: {exc}", file=sys.stderr)
+        return 3
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -68,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--dry-run", action="store_true", help="stop after the scratch dry run; production untouched")
     run.add_argument("--keep-scratch", action="store_true", help="keep the scratch copy after success")
     run.add_argument("--approved-by", help="who approved the maintenance window")
+    run.add_argument("--ticket", help="change ticket or approval reference, recorded in the evidence")
     run.add_argument("--confirm-checklist", action="store_true",
                      help="confirm every item of the runbook's section 1 checklist")
     rb = sub.add_parser("rollback", help="restore production from a failed cutover's backup (runbook 6)")

@@ -150,6 +150,8 @@ class RunRecorder:
         # Extra places each saved manifest is copied to (the off-site mirror), as (name, text) callbacks.
         self.sinks: list[Callable[[str, str], object]] = list(sinks or [])
         self.sink_errors: list[str] = []
+        # Called with each step record once it has ended (progress in the UI).
+        self.listeners: list[Callable[[StepRecord], object]] = []
         if save:
             self.save()
 
@@ -212,6 +214,11 @@ class RunRecorder:
             record.ended_at = utcnow()
             record.seconds = round(time.monotonic() - started, 3)
             self.save()
+            for listener in self.listeners:
+                try:
+                    listener(record)
+                except Exception:  # progress display must never fail a step
+                    pass
 
     def skip(self, name: str, reason: str) -> None:
         self.manifest.steps.append(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -77,6 +78,14 @@ class Settings(BaseSettings):
     s3_console_url: str | None = Field(None, validation_alias="CUTOVER_S3_CONSOLE_URL")
     require_offsite: bool = Field(True, validation_alias="CUTOVER_REQUIRE_OFFSITE")
 
+    # The maintenance window (runbook 1): how long an operator has to answer the checklist
+    # form, when the window ends, and whether writes must be seen paused before the backup.
+    approval_timeout: int = Field(1800, validation_alias="CUTOVER_APPROVAL_TIMEOUT", gt=0)
+    window_end: datetime | None = Field(None, validation_alias="CUTOVER_WINDOW_END")
+    window_minutes: int | None = Field(None, validation_alias="CUTOVER_WINDOW_MINUTES", gt=0)
+    write_freeze: Literal["check", "stop-service", "off"] = Field("check", validation_alias="CUTOVER_WRITE_FREEZE")
+    write_sample_seconds: float = Field(3.0, validation_alias="CUTOVER_WRITE_SAMPLE_SECONDS", ge=0, le=600)
+
     # Subprocess timeouts: Prefect's own task timeout cannot interrupt a blocked
     # call, so every pg tool and alembic call carries one of these.
     dump_timeout: float = Field(3600, validation_alias="CUTOVER_DUMP_TIMEOUT", gt=0)
@@ -135,8 +144,15 @@ class Settings(BaseSettings):
             raise ValueError("expected an http:// or https:// URL such as http://localhost:8000, or 'none'")
         return value.rstrip("/")
 
+    @field_validator("window_end")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("expected an ISO 8601 time with a UTC offset, such as 2026-11-29T05:00:00+00:00")
+        return value
+
     @field_validator("s3_bucket", "s3_endpoint_url", "s3_region", "s3_sse", "s3_kms_key_id", "s3_console_url",
-                     "s3_object_lock_days", mode="before")
+                     "s3_object_lock_days", "window_end", "window_minutes", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

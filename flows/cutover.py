@@ -8,10 +8,12 @@ that says whether production was touched and where its backup is.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
+from prefect.states import Cancelled
 
 from cutover import db
 from cutover.manifest import Manifest, RunRecorder
@@ -19,9 +21,11 @@ from cutover.errors import StepFailed
 from cutover.settings import load_settings
 from cutover.storage import S3Store
 from cutover.toolkit import Toolkit
+from cutover.window import Window, check_production, check_start
 from tasks.backup import full_backup, schema_snapshot, verify_backup
-from tasks.checklist import Checklist, checklist_gate
+from tasks.checklist import Checklist, approve, check_writes_paused, record_window
 from tasks.cleanup import drop_scratch
+from tasks.evidence import Progress
 from tasks.offsite import mirror, prune
 from tasks.preflight import preflight
 from tasks.production import production_current, stamp_production, upgrade_production
@@ -84,7 +88,10 @@ def cutover(
     dry_run: bool = False,
     cleanup_scratch: bool = True,
     approved_by: str | None = None,
+    ticket: str | None = None,
     checklist: Checklist = Checklist(),
+    approval_timeout_seconds: int | None = None,
+    window_minutes: int | None = None,
     rollback_on_failure: bool = True,
 ) -> dict[str, Any]:
     """
@@ -93,17 +100,32 @@ def cutover(
         target_rev: Revision to upgrade to ("head" by default).
         dry_run: Stop after the scratch dry run; production is never touched.
         cleanup_scratch: Drop the scratch copy after a successful run.
-        approved_by: Who approved this maintenance window (required unless dry_run).
-        checklist: Runbook section 1; every box must be ticked unless dry_run.
-        rollback_on_failure: Start the rollback flow when the run fails (it restores only if production was touched).
+        approved_by: Pre-approval for unattended runs: who approved the window. Leave empty to be asked (the run waits for the checklist form).
+        ticket: Change ticket or approval reference, recorded in the evidence.
+        checklist: Pre-approval: runbook section 1, every box ticked. Leave empty to be asked.
+        approval_timeout_seconds: How long to wait for the checklist form (default CUTOVER_APPROVAL_TIMEOUT, 1800).
+        window_minutes: Length of the maintenance window from the scheduled start (default CUTOVER_WINDOW_MINUTES; CUTOVER_WINDOW_END also works).
+        rollback_on_failure: Let a failure after production was touched be rolled back without a human.
     """
     log = get_run_logger()
     settings = load_settings()
     kit = Toolkit.from_settings(settings)
+    window = Window.resolve(_scheduled_start(), settings.window_end, window_minutes or settings.window_minutes)
 
-    # 1. Maintenance window checklist
-    answers = checklist_gate(settings.postgres_db, approved_by, checklist, dry_run)
+    # 1. Maintenance window: a run that starts after its window closed changes nothing.
+    started = record_window(settings.postgres_db, check_start(window), "start")
+    if not started.ok:
+        return Cancelled(name="Deferred", message=f"Deferred: {started.reason}; nothing was changed.")
     plan, pg, store = preflight(kit, baseline_rev, target_rev, S3Store.from_settings(settings))
+
+    # 1. Checklist: pre-approved by parameters, or answered in the UI's form while the run waits.
+    answers: dict[str, Any] = {"mode": "not needed: production is already at the target"}
+    if not plan.at_target:
+        answers, refusal = approve(
+            plan.database, _form_description(plan, settings), approved_by=approved_by, ticket=ticket,
+            checklist=checklist, dry_run=dry_run, timeout=approval_timeout_seconds or settings.approval_timeout)
+        if refusal:
+            return Cancelled(name="NotApproved", message=f"Not approved: {refusal}; nothing was changed.")
     rec = RunRecorder(
         Manifest(
             run_id=str(flow_run.id or uuid.uuid4()),
@@ -121,14 +143,24 @@ def cutover(
         plan.run_dir,
         settings.secrets,
     )
+    progress = Progress(plan.database, _planned_steps(plan, dry_run, store is not None, settings))
+    rec.listeners.append(progress.step_finished)
     mirroring = None
+    stopped_backend = False
     try:
         if plan.at_target:
             log.info("Production is already at %s: nothing to change.", plan.target_rev)
             _validate(rec, kit, plan, pg, at_target=True)
             rec.update(revision_after=plan.revision_before)
             rec.finish("noop")
+            progress.complete()
             return _summary(rec)
+
+        # 1. Writes paused, checked rather than assumed (and enforced with CUTOVER_WRITE_FREEZE=stop-service)
+        with rec.step("writes-paused") as step:
+            result = check_writes_paused(kit, plan.database)
+            stopped_backend = bool(result.get("service_stopped"))
+            step.detail = {"summary": "no writes seen" if result.get("checked") else result.get("reason", "")}
 
         # 2. Backup (mandatory)
         with rec.step("row-counts"):
@@ -161,8 +193,24 @@ def cutover(
             rec.skip("production-upgrade", "dry run")
             _drop_scratch(rec, pg, plan, cleanup_scratch)
             rec.update(revision_after=plan.revision_before)
+            _restart_backend(rec, kit, stopped_backend)
             rec.finish("dry-run")
+            progress.complete()
             return _summary(rec)
+
+        # 1. (again) Enough window left for the upgrade and, should it fail, a full rollback?
+        with rec.step("window-check") as step:
+            measured = {s.name: s.seconds or 0.0 for s in rec.manifest.steps}
+            fits = record_window(plan.database, check_production(
+                window, measured.get("scratch-migrate", 0.0), measured.get("scratch-restore", 0.0)), "production")
+            step.detail = {"summary": fits.reason, **fits.as_dict()}
+        if not fits.ok:
+            _drop_scratch(rec, pg, plan, cleanup_scratch)
+            _restart_backend(rec, kit, stopped_backend)
+            rec.update(revision_after=plan.revision_before)
+            rec.finish("deferred")
+            return Cancelled(name="Deferred", message=f"Deferred before production: {fits.reason}; production untouched.",
+                             data=_summary(rec))
 
         # 4. Production stamp + upgrade, only after the scratch pass
         transcripts = []
@@ -177,6 +225,8 @@ def cutover(
             rec.update(revision_after=production_current(kit, plan, transcripts))
 
         # 5. Post-migration validation
+        _restart_backend(rec, kit, stopped_backend)
+        stopped_backend = False
         _validate(rec, kit, plan, pg, at_target=False)
 
         # 7. Cleanup
@@ -184,11 +234,14 @@ def cutover(
         if store is not None and rec.manifest.offsite is not None:
             _prune(rec, store, plan.database, settings.s3_keep)
         rec.finish("succeeded")
+        progress.complete()
         return _summary(rec)
     except BaseException:
         if mirroring is not None:
             # Finish the off-site copy even though the run failed: the rollback may need it.
             _await_mirror(rec, store, mirroring, required=False)
+        if stopped_backend and not rec.manifest.production_touched:
+            _restart_backend(rec, kit, stopped_backend)  # untouched production: let its writers back in
         rec.finish("failed")
         if rec.manifest.scratch_db:
             log.warning("Scratch copy %s kept for inspection.", rec.manifest.scratch_db)
@@ -196,6 +249,40 @@ def cutover(
     finally:
         # 5.4 Record migration evidence, whatever the outcome.
         publish_report(rec.manifest, plan.run_dir, store if rec.manifest.offsite else None)
+
+
+def _scheduled_start() -> datetime | None:
+    """The run's expected start (its schedule slot), so a late start counts against the window."""
+    value = flow_run.scheduled_start_time
+    return value if isinstance(value, datetime) else None
+
+
+def _form_description(plan, settings) -> str:
+    return (
+        f"## Cutover of `{plan.database}` on `{settings.postgres_host}:{settings.postgres_port}`\n\n"
+        f"Revision now: `{plan.revision_before or 'none (legacy)'}`; target `{plan.target_rev}` "
+        f"(baseline `{plan.baseline_rev}`{', stamped first' if plan.needs_stamp else ''}).\n\n"
+        "Tick every item of runbook section 1 and name the operator, reviewer and rollback owner. "
+        "Anything unticked or left empty ends the run without changing anything."
+    )
+
+
+def _planned_steps(plan, dry_run: bool, mirrored: bool, settings) -> list[str]:
+    if plan.at_target:
+        return ["validate-unchanged"]
+    steps = ["writes-paused", "row-counts", "backup-full", "backup-schema", "backup-verify", "scratch-restore",
+             "scratch-migrate"] + (["offsite-mirror"] if mirrored else [])
+    if dry_run:
+        return steps + ["scratch-drop"]
+    steps += ["window-check"] + (["production-stamp"] if plan.needs_stamp else [])
+    return steps + ["production-upgrade", "production-current", "validate", "scratch-drop"]
+
+
+def _restart_backend(rec: RunRecorder, kit: Toolkit, stopped: bool) -> None:
+    """Start the backend again when this run stopped it (CUTOVER_WRITE_FREEZE=stop-service)."""
+    if stopped:
+        with rec.step("start-backend"):
+            kit.service.start()
 
 
 def _validate(rec: RunRecorder, kit: Toolkit, plan, pg, *, at_target: bool) -> None:

@@ -1,49 +1,143 @@
-"""Runbook section 1: the maintenance window checklist as a gate."""
+"""Runbook section 1 as a real gate: approval (form or pre-approval), the window, writes paused."""
 
 from __future__ import annotations
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
-from cutover.errors import PreflightError
-from tasks.evidence import publish_markdown
+from cutover.errors import PreflightError, StepFailed
+from cutover.toolkit import Toolkit
+from cutover.window import WindowCheck
+from cutover.writes import sample_writes
+from tasks.evidence import publish_markdown, publish_table
+
+ITEMS = {
+    "window_approved": "Maintenance window announced and approved",
+    "writes_paused": "Writes paused (admin/operator informed)",
+    "operator_and_reviewer_present": "Migration operator and reviewer both present",
+    "backup_storage_confirmed": "Backup storage path confirmed with enough free space",
+    "rollback_owner_assigned": "Rollback owner assigned",
+}
 
 
 class Checklist(BaseModel):
     """The five boxes of runbook section 1; each must be ticked before production is touched."""
 
-    window_approved: bool = Field(False, description="Maintenance window announced and approved")
-    writes_paused: bool = Field(False, description="Writes paused (admin/operator informed)")
-    operator_and_reviewer_present: bool = Field(False, description="Migration operator and reviewer both present")
-    backup_storage_confirmed: bool = Field(False, description="Backup storage path confirmed with enough free space")
-    rollback_owner_assigned: bool = Field(False, description="Rollback owner assigned")
+    window_approved: bool = Field(False, description=ITEMS["window_approved"])
+    writes_paused: bool = Field(False, description=ITEMS["writes_paused"])
+    operator_and_reviewer_present: bool = Field(False, description=ITEMS["operator_and_reviewer_present"])
+    backup_storage_confirmed: bool = Field(False, description=ITEMS["backup_storage_confirmed"])
+    rollback_owner_assigned: bool = Field(False, description=ITEMS["rollback_owner_assigned"])
 
     @classmethod
     def all_confirmed(cls) -> "Checklist":
-        return cls(**{name: True for name in cls.model_fields})
+        return cls(**{name: True for name in ITEMS})
 
     def unchecked(self) -> list[str]:
-        return [name for name, value in self.model_dump().items() if not value]
+        return [name for name in ITEMS if not getattr(self, name)]
 
 
-@task(name="checklist-gate", cache_policy=NO_CACHE)
-def checklist_gate(database: str, approved_by: str | None, checklist: Checklist, dry_run: bool) -> dict:
-    missing = checklist.unchecked()
-    rows = "\n".join(
-        f"| {'x' if getattr(checklist, name) else ' '} | {field.description} |"
-        for name, field in Checklist.model_fields.items()
-    )
-    publish_markdown(
-        database,
-        "checklist",
-        f"# Maintenance window checklist\n\nApproved by: **{approved_by or 'nobody'}**"
-        f"{' (dry run: production is not touched)' if dry_run else ''}\n\n| done | item |\n|---|---|\n{rows}\n",
-        "Runbook section 1, as answered for this run",
-    )
-    if not dry_run:
-        if not approved_by or not approved_by.strip():
-            raise PreflightError("approved_by is empty; expected the name of the person who approved this maintenance window. Nothing was changed.")
-        if missing:
-            raise PreflightError(f"The maintenance checklist is not complete ({', '.join(missing)}); nothing was changed.")
-    return {"approved_by": approved_by, **checklist.model_dump()}
+class ApprovalForm(RunInput):
+    """The form the UI shows while the run waits: the checklist and who answers for it."""
+
+    window_approved: bool = Field(False, description=ITEMS["window_approved"])
+    writes_paused: bool = Field(False, description=ITEMS["writes_paused"])
+    operator_and_reviewer_present: bool = Field(False, description=ITEMS["operator_and_reviewer_present"])
+    backup_storage_confirmed: bool = Field(False, description=ITEMS["backup_storage_confirmed"])
+    rollback_owner_assigned: bool = Field(False, description=ITEMS["rollback_owner_assigned"])
+    operator: str = Field("", description="Migration operator (name)")
+    reviewer: str = Field("", description="Reviewer (name)")
+    rollback_owner: str = Field("", description="Rollback owner (name)")
+
+
+def approve(database: str, summary: str, *, approved_by: str | None, ticket: str | None,
+            checklist: Checklist, dry_run: bool, timeout: int) -> tuple[dict, str | None]:
+    """Returns (answers for the evidence, reason it is NOT approved or None).
+
+    Pre-approval (approved_by and every box ticked, for unattended scheduled runs) passes
+    at once; approved_by with boxes unticked is a "no"; otherwise the run pauses and the
+    UI shows the form until someone answers or the timeout passes.
+    """
+    if dry_run:
+        answers = {"mode": "dry run: production is not touched", "approved_by": approved_by or "", **checklist.model_dump()}
+        return _record(database, answers, None), None
+    if approved_by and approved_by.strip():
+        answers = {"mode": "pre-approved", "approved_by": approved_by.strip(), "ticket": ticket or "",
+                   **checklist.model_dump()}
+        missing = checklist.unchecked()
+        reason = f"the checklist is not complete ({', '.join(missing)})" if missing else None
+        return _record(database, answers, reason), reason
+    log = get_run_logger()
+    log.warning("Waiting up to %s s for the maintenance checklist form (Prefect UI: Resume).", timeout)
+    form = ApprovalForm.with_initial_data(description=summary)
+    try:
+        reply = pause_flow_run(wait_for_input=form, timeout=timeout, poll_interval=2 if timeout < 60 else 10)
+    except FlowPauseTimeout:
+        # The server fails a run whose pause expired, whatever the flow returns next; the
+        # evidence says why, and nothing has been changed.
+        reason = f"nobody answered the checklist form within {timeout} s"
+        _record(database, {"mode": "form", "answer": "none (timed out)"}, reason)
+        raise PreflightError(f"Not approved: {reason}; nothing was changed.") from None
+    answers = {"mode": "form", "ticket": ticket or "", **{k: v for k, v in reply.model_dump().items()
+                                                         if k in ApprovalForm.model_fields}}
+    answers["approved_by"] = reply.operator
+    missing = [name for name in ITEMS if not answers.get(name)]
+    missing += [name for name in ("operator", "reviewer", "rollback_owner") if not str(answers.get(name, "")).strip()]
+    reason = f"the checklist form was answered incomplete ({', '.join(missing)})" if missing else None
+    return _record(database, answers, reason), reason
+
+
+def _record(database: str, answers: dict, refusal: str | None) -> dict:
+    rows = "\n".join(f"| {'x' if answers.get(name) else ' '} | {label} |" for name, label in ITEMS.items())
+    people = ", ".join(f"{k.replace('_', ' ')}: **{answers[k]}**" for k in
+                       ("approved_by", "operator", "reviewer", "rollback_owner", "ticket") if answers.get(k))
+    verdict = f"**Not approved: {refusal}.** Nothing was changed." if refusal else "Approved."
+    publish_markdown(database, "checklist",
+                     f"# Maintenance window checklist\n\nHow: {answers.get('mode')}. {people}\n\n"
+                     f"| done | item |\n|---|---|\n{rows}\n\n{verdict}\n",
+                     "Runbook section 1, as answered for this run")
+    return answers
+
+
+@task(name="window-check", cache_policy=NO_CACHE)
+def record_window(database: str, check: WindowCheck, when: str) -> WindowCheck:
+    rows = [{"check": when, "ok": check.ok, "reason": check.reason, "now": check.now,
+             "window end": check.window_end or "-", "seconds left": _num(check.seconds_left),
+             "upgrade estimate s": _num(check.upgrade_estimate), "rollback estimate s": _num(check.rollback_estimate),
+             "needed s": _num(check.needed_seconds)}]
+    publish_table(database, f"window-{when}", rows, f"Maintenance window check ({when})")
+    if not check.ok:
+        get_run_logger().warning("Deferred (%s): %s", when, check.reason)
+    return check
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+@task(name="writes-paused", cache_policy=NO_CACHE, timeout_seconds=900)
+def check_writes_paused(kit: Toolkit, database: str) -> dict:
+    """Before the backup: nobody else writes to the database (runbook 1, checked, not assumed)."""
+    settings = kit.settings
+    stopped = None
+    if settings.write_freeze == "stop-service":
+        result = kit.service.stop()
+        stopped = result.transcript() if result else "no CUTOVER_SERVICE_STOP configured"
+    if settings.write_freeze == "off":
+        return {"checked": False, "reason": "CUTOVER_WRITE_FREEZE=off"}
+    sample = sample_writes(kit.conn, database, settings.write_sample_seconds)
+    publish_table(database, "writes-paused",
+                  sample.writers or [{"pid": "-", "user": "-", "application": "-", "client": "-", "state": "-",
+                                      "transaction_seconds": 0, "query": "no other session holds a transaction id"}],
+                  f"Writes over {sample.seconds:.0f} s: {sample.tuples_changed} rows changed; "
+                  f"{'paused' if sample.paused else 'NOT paused'}")
+    if not sample.paused:
+        who = "; ".join(f"pid {w['pid']} {w['user']}@{w['client']} ({w['application'] or 'no name'}): {w['query'][:80]}"
+                        for w in sample.writers) or "sessions that finished during the sample"
+        raise StepFailed(f"Writes are not paused on {database}: {sample.tuples_changed} rows changed in "
+                         f"{sample.seconds:.0f} s; writers: {who}. Nothing was backed up or changed.")
+    return {"checked": True, "tuples_changed": 0, "service_stopped": stopped}

@@ -37,3 +37,27 @@ def retry_on_connection_error(task, task_run, state) -> bool:
     except Exception as exc:  # the result itself may be the raised exception
         outcome = exc
     return isinstance(outcome, ConnectionFailed)
+
+
+class Progress:
+    """A progress artifact the UI shows filling up as steps finish (updated in place)."""
+
+    def __init__(self, database: str, planned_steps: list[str]):
+        from prefect.artifacts import create_progress_artifact
+
+        self.planned = planned_steps
+        self.done: set[str] = set()
+        self.id = create_progress_artifact(progress=0.0, key=artifact_key(database, "progress"),
+                                           description=f"Cutover of {database}: {len(planned_steps)} steps")
+
+    def step_finished(self, record) -> None:
+        from prefect.artifacts import update_progress_artifact
+
+        if record.name in self.planned:
+            self.done.add(record.name)
+            update_progress_artifact(self.id, progress=round(100.0 * len(self.done) / len(self.planned), 1))
+
+    def complete(self) -> None:
+        from prefect.artifacts import update_progress_artifact
+
+        update_progress_artifact(self.id, progress=100.0)

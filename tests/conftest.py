@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -238,3 +239,48 @@ def halfway_alembic_dir(tmp_path) -> Path:
     shutil.copytree(EXAMPLE_APP_DIR, target, ignore=shutil.ignore_patterns("__pycache__"))
     (target / "alembic" / "versions" / "0004_half.py").write_text(SLOW_FAILING_REVISION)
     return target
+
+
+def wait_for(what: str, check, timeout: float, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture
+def prefect_server(tmp_path):
+    """A real `prefect server` (SQLite) on a free port; yields the environment that points at it."""
+    import signal
+    import subprocess
+
+    from cutover.embedded import free_port
+
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_LOGGING_LEVEL": "INFO"}
+    env.pop("PREFECT_SERVER_LOGGING_LEVEL", None)
+    log = open(tmp_path / "server.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
+                             str(port)], env=env, stdout=log, stderr=log, start_new_session=True)
+    try:
+        wait_for("prefect server", lambda: _ok(f"http://127.0.0.1:{port}/api/health"), 90)
+        yield env
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+        log.close()
+
+
+def _ok(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+

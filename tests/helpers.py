@@ -50,3 +50,28 @@ def artifacts_with_key(key: str) -> list[str]:
             )
 
     return [a.data for a in asyncio.run(read())]
+
+
+def execute(conn: ConnInfo, dbname: str, *statements: str) -> None:
+    """Run each statement in dbname with autocommit (ALTER TYPE ... ADD VALUE included)."""
+    with db.connect(conn, dbname) as c, c.cursor() as cur:
+        for statement in statements:
+            cur.execute(statement)
+
+
+def clone_database(conn: ConnInfo, source: str, target: str) -> None:
+    """CREATE DATABASE target TEMPLATE source, after ending the sessions on source."""
+    from psycopg2 import sql
+
+    db.terminate_sessions(conn, source)
+    with db.connect(conn, "postgres") as c, c.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(target), sql.Identifier(source)))
+
+
+def drop_database(conn: ConnInfo, name: str) -> None:
+    """Drop name if it exists, ending its sessions first."""
+    from psycopg2 import sql
+
+    db.terminate_sessions(conn, name)
+    with db.connect(conn, "postgres") as c, c.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))

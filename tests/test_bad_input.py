@@ -16,7 +16,7 @@ from cutover.process import Runner
 from cutover.settings import load_settings
 from flows.cutover import cutover
 from tasks.checklist import Checklist
-from tests.helpers import data_fingerprint, databases_like
+from tests.helpers import artifacts_of, data_fingerprint, databases_like
 
 APPROVED = dict(approved_by="alice", checklist=Checklist.all_confirmed())
 
@@ -128,11 +128,22 @@ def test_pg_dump_older_than_the_server_is_refused(tmp_path):
 
 def test_checklist_not_ticked_changes_nothing(prefect_api, conn, pilot, cutover_env):
     before = data_fingerprint(conn, pilot)
-    message = fails_with(checklist=Checklist(window_approved=True))
-    assert "checklist is not complete" in message and "writes_paused" in message
-    message = fails_with(approved_by="  ")
-    assert message.startswith("approved_by is empty")
+    state = cutover(approved_by="alice", checklist=Checklist(window_approved=True), return_state=True)
+    assert state.is_cancelled() and state.name == "NotApproved"
+    assert "checklist is not complete" in state.message and "writes_paused" in state.message
+    # Nobody pre-approved and nobody answers the form: the run ends when the form times out
+    # (the server itself fails a run whose pause expired), and the checklist evidence says why.
+    state = cutover(approved_by="  ", approval_timeout_seconds=3, return_state=True)
+    assert state.is_failed() and "never resumed" in state.message
+    checklist = artifacts_of(state.state_details.flow_run_id)[f"{pilot.replace('_', '-')}-checklist"]
+    assert "Not approved: nobody answered the checklist form within 3 s" in checklist
     assert_nothing_changed(conn, pilot, before)
+
+
+def test_cli_refuses_to_run_without_approval(cutover_env):
+    proc = subprocess.run([sys.executable, "-m", "cutover.cli", "run"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("cutover: cutover run needs --approved-by NAME and --confirm-checklist")
 
 
 def test_cli_reports_one_line_and_exit_status(cutover_env):

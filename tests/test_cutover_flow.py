@@ -74,8 +74,8 @@ def test_happy_path_legacy_pilot_reaches_head_with_every_row(prefect_api, conn, 
     assert stat.S_IMODE(backup.parent.stat().st_mode) == 0o700
     assert manifest.row_counts == {t: n for t, (n, _) in before.items()}
     assert [s.name for s in manifest.steps] == [
-        "row-counts", "backup-full", "backup-schema", "backup-verify", "scratch-restore", "scratch-migrate",
-        "production-stamp", "production-upgrade", "production-current", "validate", "scratch-drop",
+        "writes-paused", "row-counts", "backup-full", "backup-schema", "backup-verify", "scratch-restore", "scratch-migrate",
+        "window-check", "production-stamp", "production-upgrade", "production-current", "validate", "scratch-drop",
     ]
     assert all(s.status == "succeeded" for s in manifest.steps)
     assert "CREATE TABLE public.breweries" in Path(manifest.backup.schema_path).read_text()
@@ -97,7 +97,8 @@ def test_happy_path_legacy_pilot_reaches_head_with_every_row(prefect_api, conn, 
     report = arts[f"{key}-cutover-report"]
     assert report == (backup.parent / "report.md").read_text()
     assert "| production-upgrade | succeeded |" in report and manifest.backup.sha256 in report
-    assert "alice (ticket OPS-1)" in arts[f"{key}-checklist"]
+    assert "alice (ticket OPS-1)" in arts[f"{key}-checklist"] and "Approved." in arts[f"{key}-checklist"]
+    assert float(arts[f"{key}-progress"]) == 100.0
     # The password reached the tools through the environment only.
     evidence = [str(v) for v in arts.values()] + [p.read_text() for p in backup.parent.glob("*.*") if p.suffix != ".dump"]
     assert not [e for e in evidence if SECRET in e]

@@ -18,9 +18,10 @@ import psutil
 import pytest
 
 from cutover import db
-from cutover.embedded import EXAMPLE_APP_DIR, REPO_ROOT, free_port
+from cutover.embedded import EXAMPLE_APP_DIR, REPO_ROOT
 from cutover.manifest import load_manifest
 from tests.conftest import BASELINE
+from tests.conftest import wait_for
 from tests.helpers import data_fingerprint, databases_like
 
 pytestmark = pytest.mark.slow
@@ -45,41 +46,6 @@ def upgrade():
 def downgrade():
     pass
 '''
-
-
-def wait_for(what: str, check, timeout: float, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-@pytest.fixture
-def prefect_server(tmp_path):
-    port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_LOGGING_LEVEL": "INFO"}
-    env.pop("PREFECT_SERVER_LOGGING_LEVEL", None)
-    log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
-                             str(port)], env=env, stdout=log, stderr=log, start_new_session=True)
-    try:
-        wait_for("prefect server", lambda: _ok(f"http://127.0.0.1:{port}/api/health"), 90)
-        yield env
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
-        log.close()
-
-
-def _ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def flow_run_process(flow_run_id: str) -> psutil.Process | None:
@@ -138,6 +104,13 @@ def test_killed_cutover_is_rolled_back_by_the_server_trigger(conn, pilot, tmp_pa
         # Both starters fire for a crash (the worker's on_crashed hook and the trigger): one restore.
         wait_for("both rollback runs to be recorded", lambda: len(load_manifest(manifest_path).rollback.attempts) >= 2,
                  120, interval=1)
+        api = env["PREFECT_API_URL"]
+
+        def rollbacks_finished():
+            found = httpx.post(f"{api}/flow_runs/filter", json={"deployments": {"name": {"any_": ["rollback"]}}}).json()
+            return found if found and all(r["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED") for r in found) else None
+
+        rollbacks = wait_for("the rollback runs to finish", rollbacks_finished, 120, interval=1)
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(30)
@@ -150,11 +123,9 @@ def test_killed_cutover_is_rolled_back_by_the_server_trigger(conn, pilot, tmp_pa
     assert data_fingerprint(conn, pilot) == before
     assert db.alembic_revision(conn, pilot) is None
     assert databases_like(conn, f"{pilot}_failed_") == [m.rollback.failed_database]
-    api = env["PREFECT_API_URL"]
     runs = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}).json()
     assert runs[0]["state"]["type"] == "CRASHED"
     # One of the rollback runs was created by the server-side trigger itself, with the rendered id.
-    rollbacks = httpx.post(f"{api}/flow_runs/filter", json={"deployments": {"name": {"any_": ["rollback"]}}}).json()
     by_trigger = [r for r in rollbacks if (r.get("created_by") or {}).get("type") == "AUTOMATION"]
     assert by_trigger and by_trigger[0]["parameters"] == {"manifest": run_id, "automatic": True}
     assert all(r["state"]["type"] == "COMPLETED" for r in rollbacks)

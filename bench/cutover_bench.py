@@ -272,6 +272,7 @@ class Run:
     upload_seconds: float | None = None
     window_from_check: float | None = None  # B: from the `writes-paused` check's start, when the flow has it
     phases: dict[str, float] = field(default_factory=dict)  # B: where the time outside subprocess steps goes
+    code: str = ""  # fingerprint of cutover/, flows/, tasks/ when the run started
     error: str | None = None
 
 
@@ -439,7 +440,7 @@ def run_cutover(ctx: Context, rnd: int, variant: str) -> Run:
             ph["temporary Prefect server start"] = server
             ph["flow run start to first step (window, preflight, approval, manifest)"] = min(starts) - marks["flow_begin"]
             ph["`writes-paused` step (write-activity sampling)"] = run.steps.get("writes-paused", 0.0)
-            ph["other recorded steps without a subprocess (row-counts, mirror wait, window-check, prune)"] = (
+            ph["other recorded steps without a subprocess (row-counts, mirror wait, checks; see the step table)"] = (
                 sum(run.steps.values()) - sum(run.steps.get(n, 0.0) for n in SUBPROCESS_STEPS)
                 - run.steps.get("writes-paused", 0.0))
             ph["between recorded steps (task orchestration, manifest saves, artifacts)"] = run.gaps
@@ -551,6 +552,20 @@ def machine_info(pg: Pg) -> str:
             f"load average at start {load}")
 
 
+def code_fingerprint() -> str:
+    """SHA-256 (12 hex) of the Python sources a cutover run executes: other people edit them meanwhile."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for d in ("cutover", "flows", "tasks") for p in (REPO / d).rglob("*.py")):
+        digest.update(str(path.relative_to(REPO)).encode())
+        try:
+            digest.update(path.read_bytes())
+        except OSError:
+            pass
+    return digest.hexdigest()[:12]
+
+
 def code_state() -> str:
     """Which code was measured: the commit, and whether the working tree had uncommitted changes."""
     try:
@@ -617,6 +632,11 @@ def report(size_mb: float, golden: dict, runs: list[Run], kinds: list[str], comm
       "spreads its effect over A and B.\n")
     p(f"Command: `{command}`\n")
     p(f"Code: {code_state()}\n")
+    codes = list(dict.fromkeys(r.code for r in runs if r.kind != "A"))
+    if len(codes) > 1:
+        p("**The cutover code changed during this benchmark** (others were editing it): "
+          + "; ".join(f"{r.kind} round {r.round + 1}: `{r.code}`" for r in runs if r.kind != "A")
+          + ". Medians mix these versions.\n")
     p(f"Pilot: `{golden['name']}` ({golden['bytes'] / MIB:.0f} MiB on disk, ~{golden['rows_estimate'].get('reviews', 0):,} "
       f"reviews), copied to `{PILOT}` before every run; dump (-Fc) {human(med(dumps))}. "
       f"S3: moto server on loopback; API: the example app under uvicorn. {rounds} round(s), order per round "
@@ -693,6 +713,11 @@ def report(size_mb: float, golden: dict, runs: list[Run], kinds: list[str], comm
         b_vals = [med(sum(r.steps.get(s, 0.0) for s in b_steps) for r in ok[k]) for k in kinds]
         p(f"| {phase} | {', '.join(a_steps) or '-'} | {fmt(a_val)} | {', '.join(b_steps)} | "
           + " | ".join(fmt(v) for v in b_vals) + " |")
+    phased = {n for _, _, b_steps in PHASES for n in b_steps}
+    others = list(dict.fromkeys(n for k in kinds for r in ok[k] for n in r.steps if n not in phased))
+    if others:
+        b_vals = [med(sum(r.steps.get(s, 0.0) for s in others) for r in ok[k]) for k in kinds]
+        p(f"| other checks (B only) | - | - | {', '.join(others)} | " + " | ".join(fmt(v) for v in b_vals) + " |")
     p("| not in a step | - | - | startup, gaps, tail | "
       + " | ".join(fmt(med(r.unrecorded for r in ok[k])) for k in kinds) + " |")
     p(f"| **total (wall)** | | **{fmt(med(r.wall for r in ok['A']))}** | | "
@@ -750,10 +775,12 @@ def bench_size(ctx_base: dict, size_mb: float, pairs: int, variants: list[str], 
         for kind in order:
             reset_pilot(pg, golden["name"])
             log(f"{golden['name']} round {rnd + 1}/{pairs}: {kind}")
+            code = code_fingerprint()
             if kind == "A":
                 run = run_manual(ctx, rnd)
             else:
                 run = run_cutover(ctx, rnd, "ephemeral" if kind == "B" else "server")
+            run.code = code
             keep_evidence(ctx.work / f"run{ctx.counter:02d}_{kind}")
             after_run(ctx, s3)
             drop_bench_databases(pg)

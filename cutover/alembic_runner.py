@@ -82,6 +82,7 @@ class AlembicRunner:
     conn: ConnInfo
     runner: Runner
     timeout: float = 1800
+    pgoptions: str | None = None  # lock_timeout / statement_timeout for every session the migrations open
 
     def _env(self, dbname: str) -> dict[str, str]:
         env = {
@@ -92,6 +93,8 @@ class AlembicRunner:
         }
         if self.conn.password:
             env["POSTGRES_PASSWORD"] = self.conn.password
+        if self.pgoptions:
+            env["PGOPTIONS"] = self.pgoptions
         return env
 
     def run(self, dbname: str, *args: str) -> CommandResult:

@@ -86,6 +86,14 @@ class Settings(BaseSettings):
     write_freeze: Literal["check", "stop-service", "off"] = Field("check", validation_alias="CUTOVER_WRITE_FREEZE")
     write_sample_seconds: float = Field(3.0, validation_alias="CUTOVER_WRITE_SAMPLE_SECONDS", ge=0, le=600)
 
+    # Proof before stamping (parity) and migration safety on production.
+    parity_allow: str = Field("", validation_alias="CUTOVER_PARITY_ALLOW")
+    parity_checksum_max_mb: int = Field(256, validation_alias="CUTOVER_PARITY_CHECKSUM_MAX_MB", ge=0)
+    lock_timeout: str = Field("10s", validation_alias="CUTOVER_LOCK_TIMEOUT")
+    statement_timeout: str = Field("30min", validation_alias="CUTOVER_STATEMENT_TIMEOUT")
+    blocking_xact_seconds: float = Field(60, validation_alias="CUTOVER_BLOCKING_XACT_SECONDS", ge=0)
+    lint: Literal["warn", "strict", "off"] = Field("warn", validation_alias="CUTOVER_LINT")
+
     # Subprocess timeouts: Prefect's own task timeout cannot interrupt a blocked
     # call, so every pg tool and alembic call carries one of these.
     dump_timeout: float = Field(3600, validation_alias="CUTOVER_DUMP_TIMEOUT", gt=0)
@@ -143,6 +151,13 @@ class Settings(BaseSettings):
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError("expected an http:// or https:// URL such as http://localhost:8000, or 'none'")
         return value.rstrip("/")
+
+    @field_validator("lock_timeout", "statement_timeout")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if not re.fullmatch(r"\d+(ms|s|min|h)?", value.strip()):
+            raise ValueError("expected a PostgreSQL duration such as 10s, 500ms or 30min (0 disables it)")
+        return value.strip()
 
     @field_validator("window_end")
     @classmethod

@@ -8,6 +8,7 @@ from cutover.alembic_runner import AlembicRunner
 from cutover.db import ConnInfo
 from cutover.pgtools import PgClient, locate_bin_dir
 from cutover.process import Runner
+from cutover.safety import migration_pgoptions
 from cutover.service import ServiceController
 from cutover.settings import Settings
 
@@ -39,6 +40,7 @@ class Toolkit:
                 conn=conn,
                 runner=runner,
                 timeout=settings.alembic_timeout,
+                pgoptions=migration_pgoptions(settings.lock_timeout, settings.statement_timeout),
             ),
             service=ServiceController(
                 runner=runner,

@@ -27,6 +27,16 @@ from tasks.checklist import Checklist, approve, check_writes_paused, record_wind
 from tasks.cleanup import drop_scratch
 from tasks.evidence import Progress
 from tasks.offsite import mirror, prune
+from tasks.parity import (
+    baseline_parity,
+    blocking_sessions,
+    build_baseline,
+    data_parity,
+    schema_parity,
+    scratch_amcheck,
+    scratch_fingerprint,
+    upgrade_sql,
+)
 from tasks.preflight import preflight
 from tasks.production import production_current, stamp_production, upgrade_production
 from tasks.report import publish_report
@@ -147,6 +157,9 @@ def cutover(
     rec.listeners.append(progress.step_finished)
     mirroring = None
     stopped_backend = False
+    # Work that needs no production state runs beside the critical path from the start.
+    baseline_build = build_baseline.submit(kit, pg, plan) if plan.needs_stamp and not plan.at_target else None
+    rendering = upgrade_sql.submit(kit, plan) if settings.lint != "off" and not plan.at_target else None
     try:
         if plan.at_target:
             log.info("Production is already at %s: nothing to change.", plan.target_rev)
@@ -161,6 +174,14 @@ def cutover(
             result = check_writes_paused(kit, plan.database)
             stopped_backend = bool(result.get("service_stopped"))
             step.detail = {"summary": "no writes seen" if result.get("checked") else result.get("reason", "")}
+
+        # 3. (first) The claim `alembic stamp` makes: the pilot is exactly the baseline.
+        if baseline_build is not None:
+            with rec.step("baseline-parity") as step:
+                result = baseline_parity(kit, plan, baseline_build.result())
+                step.detail = {"summary": f"equal to the baseline ({result['accepted']} allowed differences)"}
+        else:
+            rec.skip("baseline-parity", f"no stamp: production is already at {plan.revision_before}")
 
         # 2. Backup (mandatory)
         with rec.step("row-counts"):
@@ -182,8 +203,14 @@ def cutover(
         with rec.step("scratch-restore"):
             rec.update(scratch_db=plan.scratch_db)
             restore_scratch(pg, kit, plan, backup, rec.manifest.row_counts)
+        with rec.step("data-parity") as step:
+            result = data_parity(kit, plan)
+            step.detail = {"summary": f"{result['tables']} tables equal ({result['checksummed']} checksummed)"}
+        with rec.step("scratch-amcheck") as step:
+            step.detail = {"summary": f"{scratch_amcheck(kit, plan)['checked']} indexes checked"}
         with rec.step("scratch-migrate"):
             migrate_scratch(kit, plan)
+            scratch_schema = scratch_fingerprint(kit, plan)
         if mirroring is not None:
             pending, mirroring = mirroring, None
             _await_mirror(rec, store, pending, required=settings.require_offsite)
@@ -197,6 +224,15 @@ def cutover(
             rec.finish("dry-run")
             progress.complete()
             return _summary(rec)
+
+        if rendering is not None:
+            with rec.step("upgrade-sql") as step:
+                sql_review = rendering.result()
+                step.detail = {"summary": f"{sql_review['findings']} lint findings"
+                               if sql_review["rendered"] else "offline SQL not available"}
+                if settings.lint == "strict" and sql_review["findings"]:
+                    raise StepFailed(f"CUTOVER_LINT=strict and squawk reports {sql_review['findings']} findings "
+                                     f"({', '.join(sql_review['rules'])}) in the upgrade SQL; production untouched.")
 
         # 1. (again) Enough window left for the upgrade and, should it fail, a full rollback?
         with rec.step("window-check") as step:
@@ -212,7 +248,9 @@ def cutover(
             return Cancelled(name="Deferred", message=f"Deferred before production: {fits.reason}; production untouched.",
                              data=_summary(rec))
 
-        # 4. Production stamp + upgrade, only after the scratch pass
+        # 4. Production stamp + upgrade, only after the scratch pass and with nobody in the way
+        with rec.step("blocking-sessions"):
+            blocking_sessions(kit, plan)
         transcripts = []
         if plan.needs_stamp:
             with rec.step("production-stamp"):
@@ -227,7 +265,7 @@ def cutover(
         # 5. Post-migration validation
         _restart_backend(rec, kit, stopped_backend)
         stopped_backend = False
-        _validate(rec, kit, plan, pg, at_target=False)
+        _validate(rec, kit, plan, pg, at_target=False, scratch_schema=scratch_schema)
 
         # 7. Cleanup
         _drop_scratch(rec, pg, plan, cleanup_scratch)
@@ -270,11 +308,12 @@ def _form_description(plan, settings) -> str:
 def _planned_steps(plan, dry_run: bool, mirrored: bool, settings) -> list[str]:
     if plan.at_target:
         return ["validate-unchanged"]
-    steps = ["writes-paused", "row-counts", "backup-full", "backup-schema", "backup-verify", "scratch-restore",
-             "scratch-migrate"] + (["offsite-mirror"] if mirrored else [])
+    steps = ["writes-paused", "baseline-parity", "row-counts", "backup-full", "backup-schema", "backup-verify",
+             "scratch-restore", "data-parity", "scratch-amcheck", "scratch-migrate"]
+    steps += (["offsite-mirror"] if mirrored else []) + (["upgrade-sql"] if settings.lint != "off" else [])
     if dry_run:
         return steps + ["scratch-drop"]
-    steps += ["window-check"] + (["production-stamp"] if plan.needs_stamp else [])
+    steps += ["window-check", "blocking-sessions"] + (["production-stamp"] if plan.needs_stamp else [])
     return steps + ["production-upgrade", "production-current", "validate", "scratch-drop"]
 
 
@@ -285,7 +324,7 @@ def _restart_backend(rec: RunRecorder, kit: Toolkit, stopped: bool) -> None:
             kit.service.start()
 
 
-def _validate(rec: RunRecorder, kit: Toolkit, plan, pg, *, at_target: bool) -> None:
+def _validate(rec: RunRecorder, kit: Toolkit, plan, pg, *, at_target: bool, scratch_schema: dict | None = None) -> None:
     name = "validate" if not at_target else "validate-unchanged"
     with rec.step(name) as step:
         if at_target:
@@ -293,7 +332,10 @@ def _validate(rec: RunRecorder, kit: Toolkit, plan, pg, *, at_target: bool) -> N
         service_status(kit, plan)
         rows = api_health(kit, plan)
         tables = db_objects(kit, plan, pg, compare_with_scratch=not at_target)
-        step.detail = {"summary": f"{len(rows)} health paths OK, {len(tables)} tables"}
+        if scratch_schema is not None:
+            schema_parity(kit, plan, scratch_schema)
+        step.detail = {"summary": f"{len(rows)} health paths OK, {len(tables)} tables"
+                       + (", schema equal to the upgraded scratch copy" if scratch_schema is not None else "")}
 
 
 def _await_mirror(rec: RunRecorder, store: S3Store, mirroring, *, required: bool) -> None:

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -31,24 +32,35 @@ FORM = {"window_approved": True, "writes_paused": True, "operator_and_reviewer_p
 class Api:
     def __init__(self, url: str):
         self.url = url
-        self.http = httpx.Client(base_url=url, timeout=30)
+        # The SQLite-backed server answers 503 while its database is busy (a loaded CI machine):
+        # retried, as a person would press the button again.
+        self.http = httpx.Client(base_url=url, timeout=30, transport=httpx.HTTPTransport(retries=3))
+
+    def post(self, path: str, **kw) -> httpx.Response:
+        for _ in range(10):
+            response = self.http.post(path, **kw)
+            if response.status_code != 503:
+                return response.raise_for_status()
+            time.sleep(1)
+        return response.raise_for_status()
 
     def deployment_id(self, name: str) -> str:
         return self.http.get(f"/deployments/name/{name}").raise_for_status().json()["id"]
 
     def run_deployment(self, name: str, parameters: dict, state: dict | None = None) -> str:
         body = {"parameters": parameters} | ({"state": state} if state else {})
-        return self.http.post(f"/deployments/{self.deployment_id(name)}/create_flow_run", json=body).raise_for_status().json()["id"]
+        return self.post(f"/deployments/{self.deployment_id(name)}/create_flow_run", json=body).json()["id"]
 
     def state(self, run_id: str) -> dict:
-        return self.http.get(f"/flow_runs/{run_id}").raise_for_status().json()["state"]
+        response = self.http.get(f"/flow_runs/{run_id}")
+        return {} if response.status_code == 503 else response.raise_for_status().json()["state"]
 
     def wait_state(self, run_id: str, types: set[str], timeout: float) -> dict:
         return wait_for(f"flow run {run_id} to reach {types}",
                         lambda: (s := self.state(run_id)) and s["type"] in types and s, timeout, interval=1)
 
     def artifacts(self, run_id: str) -> dict[str, object]:
-        arts = self.http.post("/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).json()
+        arts = self.post("/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}).json()
         return {a["key"]: a["data"] for a in arts if a.get("key")}
 
 
@@ -96,7 +108,7 @@ def test_operator_path_form_refusal_and_late_start(conn, pilot, tmp_path, prefec
         keyset = paused["state_details"]["run_input_keyset"]
         description = api.http.get(f"/flow_runs/{run}/input/{keyset['description']}").text
         assert pilot in description and HEAD in description
-        api.http.post(f"/flow_runs/{run}/resume", json={"run_input": FORM}).raise_for_status()
+        api.post(f"/flow_runs/{run}/resume", json={"run_input": FORM})
         end = api.wait_state(run, {"FAILED", "CANCELLED", "COMPLETED", "CRASHED"}, 300)
         assert end["type"] == "COMPLETED", end
     finally:

@@ -1,0 +1,143 @@
+"""Proof before stamping: every claim the cutover relies on, checked and shown as evidence.
+
+Baseline parity (the pilot is the baseline), data parity (the scratch copy is the
+pilot), index health of the restore (amcheck), the SQL the upgrade will run
+(linted), no session that would block the upgrade, and schema parity after it.
+"""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from cutover import parity, safety
+from cutover.errors import StepFailed
+from cutover.pgtools import PgClient
+from cutover.plan import Plan, derived_name
+from cutover.toolkit import Toolkit
+from tasks.evidence import code_block, publish_markdown, publish_table
+
+MAX_SQL_CHARS = 60_000  # an artifact is for reading; the whole SQL is in the migrations
+
+
+@task(name="baseline-build", cache_policy=NO_CACHE, timeout_seconds=1800)
+def build_baseline(kit: Toolkit, pg: PgClient, plan: Plan) -> dict:
+    """The baseline from nothing: a new empty database upgraded to BASELINE_REV, fingerprinted, dropped."""
+    return parity.build_baseline_fingerprint(kit.conn, pg, kit.alembic, plan.baseline_rev,
+                                             derived_name(plan.database, "baseline", plan.timestamp))
+
+
+@task(name="baseline-parity", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2, timeout_seconds=600)
+def baseline_parity(kit: Toolkit, plan: Plan, baseline: dict) -> dict:
+    """`alembic stamp` claims the pilot IS the baseline: prove it, or stop with the differences."""
+    allow = parity.parse_allowlist(kit.settings.parity_allow)
+    differences = parity.diff(parity.fingerprint(kit.conn, plan.database), baseline,
+                              a_name="pilot", b_name="baseline")
+    remaining, accepted = parity.apply_allowlist(differences, allow)
+    text = parity.render_markdown(remaining, f"Baseline parity: `{plan.database}` vs `{plan.baseline_rev}` built from nothing",
+                                  empty="No differences: the pilot is exactly the baseline.")
+    if len(accepted):
+        text += "\n" + parity.render_markdown(accepted, "Accepted by CUTOVER_PARITY_ALLOW (reviewed differences)")
+    publish_markdown(plan.database, "baseline-parity", text, "The pilot's catalog against the baseline revision")
+    if len(remaining):
+        raise StepFailed(f"{plan.database} differs from the baseline {plan.baseline_rev} in {len(remaining)} ways "
+                         f"(first: {_first(remaining)}); stamping would be a false claim. Fix the pilot or list "
+                         "reviewed differences in CUTOVER_PARITY_ALLOW.")
+    return {"differences": 0, "accepted": len(accepted)}
+
+
+def _first(df) -> str:
+    row = df.iloc[0]
+    return f"{row['kind']} {row['object']} {row['property']}"
+
+
+@task(name="data-parity", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)
+def data_parity(kit: Toolkit, plan: Plan) -> dict:
+    """Writes are paused, so production and its scratch copy must hold the same rows."""
+    limit = kit.settings.parity_checksum_max_mb * 1024 * 1024
+    frame = parity.data_parity(kit.conn, plan.database, plan.scratch_db, plan.tables, checksum_max_bytes=limit)
+    frame = frame.rename(columns={"rows_a": "rows production", "rows_b": "rows scratch",
+                                  "checksum_a": "checksum production", "checksum_b": "checksum scratch"})
+    publish_table(plan.database, "data-parity", parity.df_to_rows(frame),
+                  f"Production vs scratch: exact row counts; checksums of every row for tables up to "
+                  f"{kit.settings.parity_checksum_max_mb} MB")
+    bad = frame[~frame["equal"]]
+    if len(bad):
+        raise StepFailed(f"The scratch copy differs from production in {', '.join(bad['table'])}: "
+                         "the backup does not hold what production holds.")
+    return {"tables": len(frame), "checksummed": int((frame["checksum production"] != parity.SKIPPED_SIZE).sum())}
+
+
+@task(name="scratch-amcheck", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)
+def scratch_amcheck(kit: Toolkit, plan: Plan) -> dict:
+    """A restore that produced a corrupt index is caught here, on scratch."""
+    frame = safety.amcheck(kit.conn, plan.scratch_db)
+    publish_table(plan.database, "scratch-amcheck", parity.df_to_rows(frame),
+                  f"amcheck bt_index_check of every btree index on {plan.scratch_db}")
+    if frame["ok"].isna().all():
+        get_run_logger().warning("amcheck unavailable on %s: %s", plan.scratch_db, frame.iloc[0]["error"])
+        return {"checked": 0}
+    bad = frame[frame["ok"] == False]  # noqa: E712  (None means "not checked")
+    if len(bad):
+        raise StepFailed(f"amcheck found broken indexes on the scratch restore: {', '.join(bad['index'])}.")
+    return {"checked": len(frame)}
+
+
+@task(name="upgrade-sql", cache_policy=NO_CACHE, timeout_seconds=600)
+def upgrade_sql(kit: Toolkit, plan: Plan) -> dict:
+    """The SQL the upgrade will run, for the reviewer, with squawk's findings."""
+    start = plan.revision_before or plan.baseline_rev
+    ok, text = safety.offline_sql(kit.alembic, plan.database, start, plan.target_rev)
+    if not ok:
+        publish_markdown(plan.database, "upgrade-sql", f"# Upgrade SQL\n\nOffline mode failed; not linted.\n\n{text}\n",
+                         "The SQL of the upgrade (alembic --sql) and its lint")
+        return {"rendered": False, "findings": 0}
+    # The timeouts squawk asks for are set on every migration session through PGOPTIONS.
+    findings = safety.lint_sql(text, exclude=("require-lock-timeout", "require-statement-timeout"),
+                               runner=kit.runner)
+    shown = text if len(text) <= MAX_SQL_CHARS else text[:MAX_SQL_CHARS] + "\n-- (cut here; see the migrations)"
+    publish_markdown(
+        plan.database, "upgrade-sql",
+        f"# Upgrade SQL `{start}` -> `{plan.target_rev}`\n\nEvery session runs with PGOPTIONS "
+        f"`{kit.alembic.pgoptions}`.\n\n"
+        + parity.render_markdown(findings, "Squawk findings", empty="No findings.")
+        + f"\n{code_block(shown).replace('```text', '```sql', 1)}",
+        "The SQL of the upgrade (alembic --sql) and its lint",
+    )
+    real = findings[findings["rule"] != "(squawk)"]
+    return {"rendered": True, "findings": len(real), "rules": sorted(set(real["rule"]))}
+
+
+@task(name="blocking-sessions", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5, timeout_seconds=300)
+def blocking_sessions(kit: Toolkit, plan: Plan) -> list[dict]:
+    """Right before the first production change: nobody holds locks or a long transaction on the target."""
+    sessions = safety.blocking_sessions(kit.conn, plan.database, min_xact_seconds=kit.settings.blocking_xact_seconds)
+    publish_table(plan.database, "blocking-sessions",
+                  sessions or [{"pid": "-", "usename": "-", "application_name": "-", "state": "-",
+                                "xact_age_seconds": "-", "query": "none", "locked_relations": "-"}],
+                  "Sessions that would block or outlast the production upgrade")
+    if sessions:
+        who = "; ".join(f"pid {s['pid']} {s['usename']} ({s['application_name'] or 'no name'}) "
+                        f"holding {', '.join(s['locked_relations']) or 'a long transaction'}" for s in sessions)
+        raise StepFailed(f"Sessions on {plan.database} would block the upgrade: {who}. Production untouched.")
+    return sessions
+
+
+@task(name="schema-parity", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2, timeout_seconds=600)
+def schema_parity(kit: Toolkit, plan: Plan, scratch: dict) -> int:
+    """Production after its upgrade has the schema the scratch copy had after the same upgrade."""
+    differences = parity.diff(parity.fingerprint(kit.conn, plan.database), scratch,
+                              a_name="production", b_name="scratch")
+    publish_markdown(plan.database, "schema-parity",
+                     parity.render_markdown(differences, "Schema parity after the upgrade: production vs scratch",
+                                            empty="No differences."),
+                     "Production's catalog after the upgrade against the upgraded scratch copy")
+    if len(differences):
+        raise StepFailed(f"After the upgrade production differs from the upgraded scratch copy in "
+                         f"{len(differences)} ways (first: {_first(differences)}).")
+    return 0
+
+
+@task(name="scratch-fingerprint", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2, timeout_seconds=600)
+def scratch_fingerprint(kit: Toolkit, plan: Plan) -> dict:
+    return parity.fingerprint(kit.conn, plan.scratch_db)

@@ -1,0 +1,91 @@
+"""Proof before stamping, in the cutover flow: drift stops the run before the backup; a
+reviewed allowlist lets it through; a session in the way stops it before production."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from cutover import db
+from cutover.manifest import load_manifest
+from flows.cutover import cutover
+from tasks.checklist import Checklist
+from tests.conftest import HEAD
+from tests.helpers import artifacts_of, data_fingerprint
+
+APPROVED = dict(approved_by="alice", checklist=Checklist.all_confirmed())
+
+DRIFTS = {
+    "hand-added column": ("ALTER TABLE beers ADD COLUMN notes text", "column", "public.beers.notes"),
+    "missing index": ("DROP INDEX ix_beers_style", "index", "public.beers USING btree (style)"),
+    "changed default": ("ALTER TABLE breweries ALTER COLUMN city SET DEFAULT 'Unknown'", "column",
+                        "public.breweries.city"),
+}
+
+
+def drift(conn, pilot, statement):
+    with db.connect(conn, pilot) as c, c.cursor() as cur:
+        cur.execute(statement)
+
+
+def the_manifest():
+    return load_manifest(next(Path(os.environ["CUTOVER_BACKUP_DIR"]).rglob("manifest.json")))
+
+
+@pytest.mark.parametrize("name", list(DRIFTS))
+def test_drift_from_the_baseline_stops_before_the_backup(prefect_api, conn, pilot, cutover_env, name):
+    statement, kind, obj = DRIFTS[name]
+    drift(conn, pilot, statement)
+    before = data_fingerprint(conn, pilot)
+
+    state = cutover(**APPROVED, return_state=True)
+
+    assert state.is_failed() and "differs from the baseline" in state.message
+    m = the_manifest()
+    assert m.failure["step"] == "baseline-parity" and m.backup is None and not m.production_touched
+    assert db.alembic_revision(conn, pilot) is None and data_fingerprint(conn, pilot) == before
+    report = artifacts_of(state.state_details.flow_run_id)[f"{pilot.replace('_', '-')}-baseline-parity"]
+    assert f"| {kind} | {obj} |" in report
+
+
+def test_reviewed_differences_in_the_allowlist_pass(prefect_api, conn, pilot, cutover_env):
+    drift(conn, pilot, DRIFTS["hand-added column"][0])
+    drift(conn, pilot, DRIFTS["changed default"][0])
+    cutover_env.setenv("CUTOVER_PARITY_ALLOW", "column:public.beers.notes, column:public.breweries.city:default")
+
+    state = cutover(**APPROVED, return_state=True)
+
+    assert state.is_completed(), state.message
+    assert db.alembic_revision(conn, pilot) == HEAD
+    arts = artifacts_of(state.state_details.flow_run_id)
+    key = pilot.replace("_", "-")
+    assert "No differences: the pilot is exactly the baseline." in arts[f"{key}-baseline-parity"]
+    assert "Accepted by CUTOVER_PARITY_ALLOW" in arts[f"{key}-baseline-parity"]
+    assert "public.beers.notes" in arts[f"{key}-baseline-parity"]
+    # The rest of the proof is in the evidence too.
+    assert all(r["equal"] for r in json.loads(arts[f"{key}-data-parity"]))
+    assert all(r["ok"] for r in json.loads(arts[f"{key}-scratch-amcheck"]))
+    sql = arts[f"{key}-upgrade-sql"]
+    assert "ALTER TABLE breweries ADD COLUMN slug" in sql and "Squawk findings" in sql
+    assert "lock_timeout=10s" in sql
+    assert "No differences." in arts[f"{key}-schema-parity"]
+
+
+def test_a_session_holding_a_lock_stops_the_run_before_production(prefect_api, conn, pilot, cutover_env):
+    before = data_fingerprint(conn, pilot)
+    with db.connect(conn, pilot, autocommit=False) as holder, holder.cursor() as cur:
+        cur.execute("SET application_name = 'report-job'")
+        cur.execute("LOCK TABLE reviews IN ACCESS SHARE MODE")  # a long read: no writes, but it blocks ALTER TABLE
+
+        state = cutover(**APPROVED, return_state=True)
+
+        holder.rollback()
+    assert state.is_failed() and "would block the upgrade" in state.message and "report-job" in state.message
+    m = the_manifest()
+    assert m.failure["step"] == "blocking-sessions" and not m.production_touched
+    assert db.alembic_revision(conn, pilot) is None and data_fingerprint(conn, pilot) == before
+    rows = json.loads(artifacts_of(state.state_details.flow_run_id)[f"{pilot.replace('_', '-')}-blocking-sessions"])
+    assert rows[0]["application_name"] == "report-job" and "public.reviews" in str(rows[0]["locked_relations"])

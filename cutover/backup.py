@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +14,9 @@ from cutover.digest import sha256_file
 from cutover.errors import StepFailed
 from cutover.manifest import BackupRecord
 from cutover.pgtools import PgClient, archive_tables
-from cutover.process import CommandResult
+from cutover.process import CommandResult, last_lines, redact
+
+CHUNK = 1024 * 1024
 
 def _private(path: Path) -> None:
     if path.exists():
@@ -23,16 +29,99 @@ class BackupOutcome:
     dump: CommandResult
 
 
-def full_backup(pg: PgClient, dbname: str, path: Path) -> BackupOutcome:
-    """2.1: pg_dump -Fc of data and schema."""
-    # Created 0600 before pg_dump writes: the dump holds every row of production.
+class StreamedRestore:
+    """pg_restore of the backup file into the scratch database, fed while pg_dump still writes it.
+
+    The scratch copy is restored from exactly the bytes of the backup file (that is what proves
+    the backup restores) without waiting for the dump to end. The file is the buffer between
+    the two processes, so the dump is never slowed by the restore and memory stays bounded.
+    """
+
+    def __init__(self, pg: PgClient, path: Path, scratch_db: str, timeout: float):
+        self.path = path
+        self.deadline = time.monotonic() + timeout
+        self.timeout = timeout
+        self.dump_done = threading.Event()
+        self.dump_failed = False
+        self.fed_bytes = 0
+        self.feed_error: str | None = None
+        self.stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(pg.restore_argv(scratch_db), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     stderr=self.stderr, env=pg.env())
+        self.started = time.monotonic()
+        self.runner = pg.runner
+        self.thread = threading.Thread(target=self._feed, name="scratch-restore-feed", daemon=True)
+        self.thread.start()
+
+    def _feed(self) -> None:
+        try:
+            with open(self.path, "rb") as src:
+                while True:
+                    chunk = src.read(CHUNK)
+                    if chunk:
+                        self.proc.stdin.write(chunk)
+                        self.fed_bytes += len(chunk)
+                        continue
+                    if self.dump_failed or time.monotonic() > self.deadline:
+                        return
+                    if self.dump_done.is_set():
+                        # The dump has ended: whatever is still unread is the rest of the archive.
+                        while chunk := src.read(CHUNK):
+                            self.proc.stdin.write(chunk)
+                            self.fed_bytes += len(chunk)
+                        return
+                    self.dump_done.wait(0.02)
+        except (BrokenPipeError, OSError) as exc:
+            self.feed_error = f"{type(exc).__name__}: {exc}"  # pg_restore stopped reading; its stderr says why
+        finally:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+
+    def abort(self) -> None:
+        self.dump_failed = True
+        self.dump_done.set()
+        self.proc.kill()
+        self.proc.wait()
+        self.thread.join(10)
+
+    def wait(self) -> float:
+        """Block until pg_restore has finished; seconds it took in all. Raises with its stderr on failure."""
+        self.thread.join(max(0.0, self.deadline - time.monotonic()))
+        try:
+            code = self.proc.wait(max(1.0, self.deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise StepFailed(f"pg_restore into the scratch copy did not finish within {self.timeout:.0f} s.") from None
+        self.stderr.seek(0)
+        err = redact(self.stderr.read().decode(errors="replace"), self.runner.secrets)
+        self.stderr.close()
+        if code != 0:
+            raise StepFailed(f"pg_restore into the scratch copy failed with exit code {code}: {last_lines(err)}")
+        return time.monotonic() - self.started
+
+
+def stream_backup(pg: PgClient, dbname: str, path: Path, scratch_db: str, *,
+                  compression: str | None) -> tuple[BackupOutcome, StreamedRestore]:
+    """2.1 and 3.1 in one pass over the data: the full backup, and its restore into scratch under way.
+
+    Returns when the backup file is complete; the restore may still be running (wait on it).
+    """
     path.touch(mode=0o600, exist_ok=False)
-    result = pg.dump(dbname, path)
+    pg.createdb(scratch_db)
+    restore = StreamedRestore(pg, path, scratch_db, pg.timeout)
+    try:
+        result = pg.runner.run(pg.dump_argv(dbname, path, compression=compression), timeout=pg.timeout,
+                               env_extra=pg.conn.libpq_env(), what="pg_dump")
+    except BaseException:
+        restore.abort()
+        raise
+    restore.dump_done.set()
     _private(path)
-    record = BackupRecord(
-        path=str(path.resolve()), size_bytes=path.stat().st_size, sha256=sha256_file(path), pg_dump_major=pg.major
-    )
-    return BackupOutcome(record=record, dump=result)
+    record = BackupRecord(path=str(path.resolve()), size_bytes=path.stat().st_size, sha256=sha256_file(path),
+                          pg_dump_major=pg.major, compression=compression or "pg_dump default")
+    return BackupOutcome(record=record, dump=result), restore
 
 
 def schema_snapshot(pg: PgClient, dbname: str, path: Path) -> CommandResult:

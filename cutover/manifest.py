@@ -50,6 +50,7 @@ class BackupRecord(BaseModel):
     sha256: str
     schema_path: str | None = None
     pg_dump_major: int | None = None
+    compression: str | None = None
     archive_tables: list[str] = Field(default_factory=list)
 
 

@@ -8,6 +8,7 @@ silently miss object kinds.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -96,17 +97,29 @@ class PgClient:
             argv, timeout=timeout or self.timeout, env_extra=self.conn.libpq_env(), what=what
         )
 
-    def dump(self, dbname: str, path: Path, *, schema_only: bool = False) -> CommandResult:
-        argv = [self._tool("pg_dump"), "--no-password", "--dbname", dbname, "--file", str(path)]
-        argv += ["--schema-only"] if schema_only else ["--format=custom"]
-        return self._run(argv, what="pg_dump --schema-only" if schema_only else "pg_dump")
+    def dump_argv(self, dbname: str, path: Path, *, compression: str | None = None) -> list[str]:
+        argv = [self._tool("pg_dump"), "--no-password", "--dbname", dbname, "--file", str(path), "--format=custom"]
+        return argv + compression_args(compression, self.major)
 
-    def restore(self, dbname: str, path: Path, *, jobs: int = 1) -> CommandResult:
+    def dump(self, dbname: str, path: Path, *, schema_only: bool = False, compression: str | None = None) -> CommandResult:
+        if schema_only:
+            argv = [self._tool("pg_dump"), "--no-password", "--dbname", dbname, "--file", str(path), "--schema-only"]
+            return self._run(argv, what="pg_dump --schema-only")
+        return self._run(self.dump_argv(dbname, path, compression=compression), what="pg_dump")
+
+    def restore_argv(self, dbname: str, path: Path | None = None, *, jobs: int = 1) -> list[str]:
+        """Without a path pg_restore reads the archive from its standard input."""
         # --exit-on-error: a restore that "completes with errors ignored" is a failed restore.
         argv = [self._tool("pg_restore"), "--no-password", "--exit-on-error", "--dbname", dbname]
         if jobs > 1:
             argv += ["--jobs", str(jobs)]
-        return self._run(argv + [str(path)], what="pg_restore")
+        return argv + ([str(path)] if path is not None else [])
+
+    def restore(self, dbname: str, path: Path, *, jobs: int = 1) -> CommandResult:
+        return self._run(self.restore_argv(dbname, path, jobs=jobs), what="pg_restore")
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, **self.conn.libpq_env()}
 
     def list_archive(self, path: Path) -> CommandResult:
         return self._run([self._tool("pg_restore"), "--list", str(path)], what="pg_restore --list", timeout=600)
@@ -126,6 +139,25 @@ class PgClient:
             what="psql",
             timeout=120,
         )
+
+
+COMPRESSION_FORM = "a gzip level 0-9, or gzip, lz4 or zstd with an optional :level (lz4 and zstd need pg_dump 16+)"
+
+
+def compression_args(value: str | None, client_major: int) -> list[str]:
+    """pg_dump's compression flag for CUTOVER_DUMP_COMPRESSION; None keeps pg_dump's default."""
+    if value is None or value == "":
+        return []
+    if re.fullmatch(r"\d", value):
+        return ["--compress", value]
+    method, _, level = value.partition(":")
+    if method not in ("gzip", "lz4", "zstd") or (level and not level.isdigit()):
+        raise PreflightError(f"CUTOVER_DUMP_COMPRESSION={value!r} is invalid; expected {COMPRESSION_FORM}.")
+    if client_major < 16:
+        if method != "gzip":
+            raise PreflightError(f"CUTOVER_DUMP_COMPRESSION={value!r} needs pg_dump 16 or newer; this one is {client_major}.")
+        return ["--compress", level or "6"]
+    return ["--compress", value]
 
 
 def archive_tables(listing: str) -> set[str]:

@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     window_end: datetime | None = Field(None, validation_alias="CUTOVER_WINDOW_END")
     window_minutes: int | None = Field(None, validation_alias="CUTOVER_WINDOW_MINUTES", gt=0)
     write_freeze: Literal["check", "stop-service", "off"] = Field("check", validation_alias="CUTOVER_WRITE_FREEZE")
-    write_sample_seconds: float = Field(3.0, validation_alias="CUTOVER_WRITE_SAMPLE_SECONDS", ge=0, le=600)
+    write_sample_seconds: float = Field(2.0, validation_alias="CUTOVER_WRITE_SAMPLE_SECONDS", ge=0, le=600)
 
     # Proof before stamping (parity) and migration safety on production.
     parity_allow: str = Field("", validation_alias="CUTOVER_PARITY_ALLOW")
@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     statement_timeout: str = Field("30min", validation_alias="CUTOVER_STATEMENT_TIMEOUT")
     blocking_xact_seconds: float = Field(60, validation_alias="CUTOVER_BLOCKING_XACT_SECONDS", ge=0)
     lint: Literal["warn", "strict", "off"] = Field("warn", validation_alias="CUTOVER_LINT")
+
+    # pg_dump's compression: gzip level 1 is about twice as fast as the default for ~15% more bytes.
+    dump_compression: str = Field("1", validation_alias="CUTOVER_DUMP_COMPRESSION")
 
     # Subprocess timeouts: Prefect's own task timeout cannot interrupt a blocked
     # call, so every pg tool and alembic call carries one of these.
@@ -158,6 +161,14 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"\d+(ms|s|min|h)?", value.strip()):
             raise ValueError("expected a PostgreSQL duration such as 10s, 500ms or 30min (0 disables it)")
         return value.strip()
+
+    @field_validator("dump_compression")
+    @classmethod
+    def _compression(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.fullmatch(r"\d|(gzip|lz4|zstd)(:\d+)?", value):
+            raise ValueError("expected a gzip level 0-9, or gzip, lz4 or zstd with an optional :level")
+        return value
 
     @field_validator("window_end")
     @classmethod

@@ -156,6 +156,7 @@ def cutover(
     progress = Progress(plan.database, _planned_steps(plan, dry_run, store is not None, settings))
     rec.listeners.append(progress.step_finished)
     mirroring = None
+    restoring = None
     stopped_backend = False
     # Work that needs no production state runs beside the critical path from the start.
     baseline_build = build_baseline.submit(kit, pg, plan) if plan.needs_stamp and not plan.at_target else None
@@ -186,9 +187,11 @@ def cutover(
         # 2. Backup (mandatory)
         with rec.step("row-counts"):
             rec.update(row_counts=db.row_counts(kit.conn, plan.database, plan.tables))
-        with rec.step("backup-full"):
-            backup = full_backup(pg, plan)
+        rec.update(scratch_db=plan.scratch_db)
+        with rec.step("backup-full") as step:
+            backup, restoring = full_backup(pg, plan, settings.dump_compression or None)
             rec.update(backup=backup)
+            step.detail = {"summary": "scratch restore fed from the backup file while it was written"}
         with rec.step("backup-schema"):
             backup.schema_path = schema_snapshot(pg, plan)
             rec.update(backup=backup)
@@ -200,9 +203,10 @@ def cutover(
             mirroring = mirror.submit(store, plan, backup, settings.s3_link_seconds, settings.s3_console_url)
 
         # 3. Schema parity: dry run on a scratch clone restored from the backup
-        with rec.step("scratch-restore"):
-            rec.update(scratch_db=plan.scratch_db)
-            restore_scratch(pg, kit, plan, backup, rec.manifest.row_counts)
+        with rec.step("scratch-restore") as step:
+            restore_scratch(kit, plan, restoring, rec.manifest.row_counts)
+            restoring = None
+            step.detail = {"summary": "waited for the streamed restore, then compared row counts"}
         with rec.step("data-parity") as step:
             result = data_parity(kit, plan)
             step.detail = {"summary": f"{result['tables']} tables equal ({result['checksummed']} checksummed)"}
@@ -275,6 +279,8 @@ def cutover(
         progress.complete()
         return _summary(rec)
     except BaseException:
+        if restoring is not None:
+            restoring.abort()  # the run failed between the backup and the end of its scratch restore
         if mirroring is not None:
             # Finish the off-site copy even though the run failed: the rollback may need it.
             _await_mirror(rec, store, mirroring, required=False)

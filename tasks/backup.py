@@ -14,11 +14,16 @@ from tasks.evidence import code_block, publish_markdown, publish_table
 
 
 @task(name="backup-full", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)
-def full_backup(pg: PgClient, plan: Plan) -> BackupRecord:
-    """2.1. No retry: a second dump in the same window costs minutes, and the failure needs a look."""
-    outcome = backups.full_backup(pg, plan.database, plan.backup_path)
-    get_run_logger().info("Backup written: %s (%s)", outcome.record.path, human_size(outcome.record.size_bytes))
-    return outcome.record
+def full_backup(pg: PgClient, plan: Plan, compression: str | None) -> tuple[BackupRecord, backups.StreamedRestore]:
+    """2.1, with 3.1 under way: the scratch copy restores from the backup file while it is written.
+
+    No retry: a second dump in the same window costs minutes, and the failure needs a look.
+    """
+    outcome, restore = backups.stream_backup(pg, plan.database, plan.backup_path, plan.scratch_db,
+                                             compression=compression)
+    get_run_logger().info("Backup written: %s (%s, compression %s); scratch restore of it under way",
+                          outcome.record.path, human_size(outcome.record.size_bytes), outcome.record.compression)
+    return outcome.record, restore
 
 
 @task(name="backup-schema", cache_policy=NO_CACHE, timeout_seconds=3600)

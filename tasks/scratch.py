@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from cutover import db
 from cutover.errors import StepFailed
-from cutover.manifest import BackupRecord
-from cutover.pgtools import PgClient
+from cutover.backup import StreamedRestore
 from cutover.plan import Plan
 from cutover.toolkit import Toolkit
 from tasks.evidence import code_block, publish_markdown
 
 
 @task(name="scratch-restore", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)
-def restore_scratch(pg: PgClient, kit: Toolkit, plan: Plan, backup: BackupRecord, expected: dict[str, int]) -> dict[str, int]:
-    """3.1, and proof the backup restores: every table's row count equals production's."""
-    pg.createdb(plan.scratch_db)
-    pg.restore(plan.scratch_db, Path(backup.path))
+def restore_scratch(kit: Toolkit, plan: Plan, restore: StreamedRestore, expected: dict[str, int]) -> dict[str, int]:
+    """3.1 finished, and proof the backup restores: every table's row count equals production's."""
+    seconds = restore.wait()
     counts = db.row_counts(kit.conn, plan.scratch_db, list(expected))
     diff = {t: (expected[t], counts.get(t)) for t in expected if counts.get(t) != expected[t]}
     if diff:
@@ -28,7 +24,8 @@ def restore_scratch(pg: PgClient, kit: Toolkit, plan: Plan, backup: BackupRecord
             "The scratch restore does not hold the rows production had: "
             + ", ".join(f"{t} {a} != {b}" for t, (a, b) in diff.items())
         )
-    get_run_logger().info("Scratch %s restored: %s rows in %s tables", plan.scratch_db, sum(counts.values()), len(counts))
+    get_run_logger().info("Scratch %s restored from the backup in %.1fs: %s rows in %s tables", plan.scratch_db,
+                          seconds, sum(counts.values()), len(counts))
     return counts
 
 

@@ -84,29 +84,23 @@ _EMBEDDED: list = []
 
 
 @contextmanager
-def example_api(db_env: dict[str, str], dbname: str, *, port: int | None = None,
-                log_path: Path | None = None) -> Iterator[str]:
-    """The example backend under uvicorn; yields its base URL and stops it on exit."""
-    port = port or free_port()
-    env = {**os.environ, **db_env, "POSTGRES_DB": dbname}
+def _local_server(what: str, argv: list[str], port: int, probe_path: str, *, cwd: Path | None = None,
+                  env: dict[str, str] | None = None, log_path: Path | None = None) -> Iterator[str]:
+    """Start a loopback HTTP server process, wait until it answers, yield its URL, stop it on exit."""
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "beer_app.main:app", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning"],
-        cwd=EXAMPLE_APP_DIR, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-    )
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"the example API exited with code {proc.returncode} before answering")
+                raise RuntimeError(f"{what} exited with code {proc.returncode} before answering")
             try:
-                httpx.get(url + "/docs", timeout=1.0)
+                httpx.get(url + probe_path, timeout=1.0)
                 break
             except httpx.HTTPError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"the example API did not answer on {url} within 30 s") from None
+                    raise RuntimeError(f"{what} did not answer on {url} within 30 s") from None
                 time.sleep(0.2)
         yield url
     finally:
@@ -120,33 +114,21 @@ def example_api(db_env: dict[str, str], dbname: str, *, port: int | None = None,
 
 
 @contextmanager
+def example_api(db_env: dict[str, str], dbname: str, *, port: int | None = None,
+                log_path: Path | None = None) -> Iterator[str]:
+    """The example backend under uvicorn; yields its base URL and stops it on exit."""
+    port = port or free_port()
+    argv = [sys.executable, "-m", "uvicorn", "beer_app.main:app", "--host", "127.0.0.1", "--port", str(port),
+            "--log-level", "warning"]
+    with _local_server("the example API", argv, port, "/docs", cwd=EXAMPLE_APP_DIR,
+                       env={**os.environ, **db_env, "POSTGRES_DB": dbname}, log_path=log_path) as url:
+        yield url
+
+
+@contextmanager
 def s3_server(port: int | None = None, log_path: Path | None = None) -> Iterator[str]:
     """moto's S3 server, a real HTTP endpoint on loopback; yields its URL and stops it on exit."""
     port = port or free_port()
-    log = open(log_path, "ab") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the S3 server exited with code {proc.returncode} before answering")
-            try:
-                httpx.get(url + "/moto-api/", timeout=1.0)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the S3 server did not answer on {url} within 30 s") from None
-                time.sleep(0.2)
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    with _local_server("the S3 server", argv, port, "/moto-api/", log_path=log_path) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        if log_path:
-            log.close()

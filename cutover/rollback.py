@@ -22,6 +22,11 @@ from cutover.plan import derived_name
 from cutover.storage import S3Store
 
 STRATEGIES = ("rename", "drop-recreate")
+
+
+def run_lock_name(database: str) -> str:
+    """The advisory lock a running cutover of `database` holds (the rollback's is the bare name)."""
+    return f"cutover-run:{database}"
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 

@@ -17,7 +17,8 @@ from prefect.states import Cancelled
 
 from cutover import db
 from cutover.manifest import Manifest, RunRecorder
-from cutover.errors import StepFailed
+from cutover.rollback import run_lock_name
+from cutover.errors import PreflightError, StepFailed
 from cutover.settings import load_settings
 from cutover.storage import S3Store
 from cutover.toolkit import Toolkit
@@ -127,7 +128,22 @@ def cutover(
     if not started.ok:
         return Cancelled(name="Deferred", message=f"Deferred: {started.reason}; nothing was changed.")
     plan, pg, store = preflight(kit, baseline_rev, target_rev, S3Store.from_settings(settings))
+    # One cutover per database at a time, whatever started it (UI, schedule, CLI); the lock is
+    # the server's, so a killed run frees it, and a rollback can tell a live cutover from a dead one.
+    with db.advisory_lock(kit.conn, run_lock_name(plan.database), wait_seconds=0) as locked:
+        if not locked:
+            raise PreflightError(f"Another cutover of {plan.database} is running or waiting for approval; "
+                                 "nothing was changed.")
+        return _cutover_locked(
+            log, settings, kit, window, plan, pg, store, dry_run=dry_run, cleanup_scratch=cleanup_scratch,
+            approved_by=approved_by, ticket=ticket, checklist=checklist,
+            approval_timeout_seconds=approval_timeout_seconds, rollback_on_failure=rollback_on_failure)
 
+
+def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store, *, dry_run: bool,
+                    cleanup_scratch: bool, approved_by: str | None, ticket: str | None, checklist: Checklist,
+                    approval_timeout_seconds: int | None, rollback_on_failure: bool):
+    """Everything after preflight, under the database's cutover lock."""
     # 1. Checklist: pre-approved by parameters, or answered in the UI's form while the run waits.
     answers: dict[str, Any] = {"mode": "not needed: production is already at the target"}
     if not plan.at_target:

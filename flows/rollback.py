@@ -17,7 +17,7 @@ from prefect.runtime import flow_run
 
 from cutover import db
 from cutover.manifest import RollbackRecord, RunRecorder, utcnow
-from cutover.rollback import ManifestSource, RollbackFailed, locate_manifest, unique_name
+from cutover.rollback import ManifestSource, RollbackFailed, locate_manifest, run_lock_name, unique_name
 from cutover.settings import load_settings
 from cutover.storage import S3Store
 from cutover.toolkit import Toolkit
@@ -86,6 +86,10 @@ def rollback(
         return {"status": "not-started", "database": m.database}
 
     database = source.manifest.database
+    # A cutover that still holds its lock is alive: restoring under it would race its own steps.
+    with db.advisory_lock(kit.conn, run_lock_name(database), wait_seconds=0) as idle:
+        if not idle:
+            raise RollbackFailed(f"A cutover of {database} is still running; not restoring under it. Nothing was changed.")
     with db.advisory_lock(kit.conn, database, wait_seconds=LOCK_WAIT_SECONDS) as locked:
         if not locked:
             raise RollbackFailed(f"Another rollback of {database} held its lock for {LOCK_WAIT_SECONDS} s; nothing was changed.")

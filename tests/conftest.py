@@ -6,6 +6,7 @@ test harness's temporary server never touches a developer's ~/.prefect.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -284,3 +285,24 @@ def _ok(url: str) -> bool:
         return False
 
 
+
+
+@contextlib.contextmanager
+def deployed_worker(env: dict[str, str], workdir: Path):
+    """prefect.yaml deployed through deployments/deploy.py, and a process worker on its pool, until exit."""
+    import signal
+    import subprocess
+
+    from cutover.embedded import REPO_ROOT
+
+    deploy = subprocess.run([sys.executable, "deployments/deploy.py"], cwd=REPO_ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    with open(workdir / "worker.log", "wb") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "pg-cutover"],
+                                  cwd=workdir, env=env, stdout=log, stderr=log, start_new_session=True)
+        try:
+            yield worker
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(30)

@@ -5,10 +5,6 @@ and the checklist form answered through the API as the UI's Resume form does."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -17,9 +13,9 @@ import httpx
 import pytest
 
 from cutover import db
-from cutover.embedded import EXAMPLE_APP_DIR, REPO_ROOT
+from cutover.embedded import EXAMPLE_APP_DIR
 from cutover.manifest import load_manifest
-from tests.conftest import BASELINE, HEAD, wait_for
+from tests.conftest import BASELINE, HEAD, deployed_worker, wait_for
 from tests.helpers import data_fingerprint
 
 pytestmark = pytest.mark.slow
@@ -72,14 +68,8 @@ def test_operator_path_form_refusal_and_late_start(conn, pilot, tmp_path, prefec
     for name in [k for k in env if k.startswith(("CUTOVER_S3", "CUTOVER_SERVICE", "CUTOVER_WINDOW"))]:
         env.pop(name)
     api = Api(env["PREFECT_API_URL"])
-    deploy = subprocess.run([sys.executable, "deployments/deploy.py"], cwd=REPO_ROOT, env=env, capture_output=True,
-                            text=True, timeout=300)
-    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
-    worker_log = open(tmp_path / "worker.log", "wb")
-    worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "pg-cutover"],
-                              cwd=tmp_path, env=env, stdout=worker_log, stderr=worker_log, start_new_session=True)
     before = data_fingerprint(conn, pilot)
-    try:
+    with deployed_worker(env, tmp_path):
         # 1. Nobody answers the form: the run ends without touching anything.
         refused = api.run_deployment("cutover/cutover", {"approval_timeout_seconds": 15})
         assert api.wait_state(refused, {"PAUSED"}, 120)["name"] == "Paused"
@@ -113,10 +103,6 @@ def test_operator_path_form_refusal_and_late_start(conn, pilot, tmp_path, prefec
         api.post(f"/flow_runs/{run}/resume", json={"run_input": FORM})
         end = api.wait_state(run, {"FAILED", "CANCELLED", "COMPLETED", "CRASHED"}, 300)
         assert end["type"] == "COMPLETED", end
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(30)
-        worker_log.close()
 
     assert db.alembic_revision(conn, pilot) == HEAD
     arts = api.artifacts(run)

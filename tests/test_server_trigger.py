@@ -5,7 +5,6 @@ killed with SIGKILL during the production upgrade."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -18,10 +17,10 @@ import psutil
 import pytest
 
 from cutover import db
-from cutover.embedded import EXAMPLE_APP_DIR, REPO_ROOT
+from cutover.embedded import EXAMPLE_APP_DIR
 from cutover.manifest import load_manifest
 from tests.conftest import BASELINE
-from tests.conftest import wait_for
+from tests.conftest import deployed_worker, wait_for
 from tests.helpers import data_fingerprint, databases_like
 
 pytestmark = pytest.mark.slow
@@ -69,13 +68,7 @@ def test_killed_cutover_is_rolled_back_by_the_server_trigger(conn, pilot, tmp_pa
         env.pop(name, None)
     before = data_fingerprint(conn, pilot)
 
-    deploy = subprocess.run([sys.executable, "deployments/deploy.py"], cwd=REPO_ROOT, env=env, capture_output=True,
-                            text=True, timeout=300)
-    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
-    worker_log = open(tmp_path / "worker.log", "wb")
-    worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "pg-cutover"],
-                              cwd=tmp_path, env=env, stdout=worker_log, stderr=worker_log, start_new_session=True)
-    try:
+    with deployed_worker(env, tmp_path):
         params = {"approved_by": "night shift", "checklist": {k: True for k in (
             "window_approved", "writes_paused", "operator_and_reviewer_present", "backup_storage_confirmed",
             "rollback_owner_assigned")}}
@@ -114,10 +107,6 @@ def test_killed_cutover_is_rolled_back_by_the_server_trigger(conn, pilot, tmp_pa
             return found if found and all(r["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED") for r in found) else None
 
         rollbacks = wait_for("the rollback runs to finish", rollbacks_finished, 120, interval=1)
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(30)
-        worker_log.close()
 
     m = load_manifest(manifest_path)
     assert m.status == "running" and m.production_touched  # the cutover never got to say anything

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -96,7 +97,7 @@ class Runner:
         )
         if check and proc.returncode != 0:
             raise CommandFailed(
-                f"{label} failed with exit code {proc.returncode}: {last_lines(result.stderr or result.stdout)}",
+                f"{label} {exit_status(proc.returncode)}: {last_lines(result.stderr or result.stdout)}",
                 returncode=proc.returncode,
                 stderr=result.stderr,
             )
@@ -107,6 +108,17 @@ def _text(value: bytes | str | None) -> str:
     if value is None:
         return ""
     return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def exit_status(returncode: int) -> str:
+    """How a process ended, in words: a negative code is a signal (the OOM killer sends SIGKILL)."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by {name}"
+    return f"failed with exit code {returncode}"
 
 
 def last_lines(text: str, n: int = 5) -> str:

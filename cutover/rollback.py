@@ -63,6 +63,10 @@ def _store_for(store: S3Store, bucket: str) -> S3Store:
     return store if store.bucket == bucket else replace(store, bucket=bucket, _client=None)
 
 
+def is_flow_run_id(ref: str) -> bool:
+    return bool(_UUID.match(ref.strip()))
+
+
 def locate_manifest(ref: str, *, backup_dir: Path, database: str, store: S3Store | None) -> ManifestSource | None:
     """A path (file or run directory), an s3:// URI, or the cutover's flow run id.
 
@@ -115,15 +119,46 @@ def stamp_now() -> str:
 
 
 def restore_into(pg: PgClient, conn: ConnInfo, target: str, dump: Path, expected: dict[str, int]) -> dict[str, int]:
-    """createdb + pg_restore, then every table's row count must equal the pre-cutover count."""
+    """createdb + pg_restore, then every table's row count must equal the pre-cutover count.
+
+    A restore that fails drops the database it created: half a restore is nobody's data, and
+    under drop-recreate it occupies the name production must get back.
+    """
     pg.createdb(target)
-    pg.restore(target, dump, jobs=max(1, min(4, os.cpu_count() or 1)))
-    counts = db.row_counts(conn, target, list(expected))
-    diff = {t: (expected[t], counts.get(t)) for t in expected if counts.get(t) != expected[t]}
-    if diff:
-        raise StepFailed("The restored copy does not hold the pre-cutover rows: "
-                         + ", ".join(f"{t} {a} != {b}" for t, (a, b) in diff.items()))
+    try:
+        pg.restore(target, dump, jobs=max(1, min(4, os.cpu_count() or 1)))
+        counts = db.row_counts(conn, target, list(expected))
+        diff = {t: (expected[t], counts.get(t)) for t in expected if counts.get(t) != expected[t]}
+        if diff:
+            raise StepFailed("The restored copy does not hold the pre-cutover rows: "
+                             + ", ".join(f"{t} {a} != {b}" for t, (a, b) in diff.items()))
+    except BaseException:
+        try:
+            pg.dropdb(target)
+        except Exception:
+            pass  # the restore's own error is the one to report
+        raise
     return counts
+
+
+def restore_in_place(pg: PgClient, conn: ConnInfo, database: str, aside: str, dump: Path,
+                     expected: dict[str, int]) -> dict[str, int]:
+    """Runbook 6.2-6.3 (drop, recreate, restore) without ever dropping production first.
+
+    Production waits renamed to `aside` while the backup is restored under its name and
+    checked; if that fails it gets its name back. Dropping `aside` is left to the caller,
+    once the restore is verified.
+    """
+    db.rename_database(conn, database, aside)
+    try:
+        return restore_into(pg, conn, database, dump, expected)
+    except Exception as exc:
+        try:
+            db.rename_database(conn, aside, database)
+            state = f"production was renamed back to {database!r} and is as the cutover left it (not dropped)"
+        except Exception:
+            state = f"production is intact under {aside!r} (not dropped); rename it back by hand"
+        raise RollbackFailed(f"Restoring {database} from the backup failed ({exc}); {state}.") from None
 
 
 def swap_in(conn: ConnInfo, database: str, restored: str, failed_name: str) -> None:

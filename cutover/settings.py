@@ -21,9 +21,9 @@ from cutover.errors import ConfigError
 
 # PostgreSQL folds unquoted names and truncates at 63 bytes; a name that needs
 # quoting is refused outright rather than quoted into something surprising.
-IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: "$" would let a final newline through
 MAX_IDENTIFIER_BYTES = 63
-REVISION_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+REVISION_RE = re.compile(r"^[A-Za-z0-9_.\-]+\Z")
 
 IDENTIFIER_FORM = "a plain identifier: ASCII letters, digits and underscores, not starting with a digit, at most 63 characters"
 

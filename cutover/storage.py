@@ -35,6 +35,10 @@ class StorageError(CutoverError):
     """The off-site copy cannot be written, read or trusted."""
 
 
+class BackupUntrusted(StorageError):
+    """No copy of the backup matches its recorded SHA-256: asking again cannot change that."""
+
+
 @dataclass
 class S3Store:
     bucket: str
@@ -234,7 +238,7 @@ class S3Store:
         actual = sha256_file(tmp)
         if actual != expected_sha256:
             tmp.unlink(missing_ok=True)
-            raise StorageError(
+            raise BackupUntrusted(
                 f"s3://{self.bucket}/{key} does not match the backup's SHA-256 ({actual} != {expected_sha256}): "
                 "the object was corrupted or replaced; refusing to restore from it."
             )
@@ -286,7 +290,7 @@ def verified_dump(manifest: Manifest, store: "S3Store | None", work_dir: Path) -
     Returns the path and where it came from; raises StorageError when neither can be trusted.
     """
     if manifest.backup is None:
-        raise StorageError(f"The manifest of run {manifest.run_id} records no backup.")
+        raise BackupUntrusted(f"The manifest of run {manifest.run_id} records no backup.")
     expected = manifest.backup.sha256
     local = Path(manifest.backup.path)
     reasons = []
@@ -299,9 +303,9 @@ def verified_dump(manifest: Manifest, store: "S3Store | None", work_dir: Path) -
         reasons.append(f"the local file {local} is missing")
     offsite = manifest.offsite.object_for(local.name) if manifest.offsite else None
     if offsite is None:
-        raise StorageError(f"No verified backup for {manifest.database}: {reasons[0]} and no off-site copy is recorded.")
+        raise BackupUntrusted(f"No verified backup for {manifest.database}: {reasons[0]} and no off-site copy is recorded.")
     if store is None or store.bucket != manifest.offsite.bucket:
-        raise StorageError(
+        raise BackupUntrusted(
             f"No verified backup for {manifest.database}: {reasons[0]} and the off-site copy is in bucket "
             f"{manifest.offsite.bucket!r}; set CUTOVER_S3_BUCKET to it."
         )

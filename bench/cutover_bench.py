@@ -547,6 +547,38 @@ def machine_info(pg: Pg) -> str:
             f"load average at start {load}")
 
 
+class LoadSampler:
+    """The 1-minute load average every few seconds while the benchmark runs: a shared machine is visible in it."""
+
+    def __init__(self, interval: float = 5.0):
+        self.interval = interval
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(os.getloadavg()[0])
+            self._stop.wait(self.interval)
+
+    def summary(self) -> str:
+        if not self.samples:
+            return ""
+        values = sorted(self.samples)
+        cores = os.cpu_count() or 1
+        busy = statistics.median(values) > 1.0 + 0.25 * cores  # more than this benchmark's own share
+        return (f"Load average (1 min) during the runs: min {values[0]:.2f}, median {statistics.median(values):.2f}, "
+                f"max {values[-1]:.2f} on {cores} cores"
+                + ("; other work (other engineers' tests) was running at the same time, so absolute times are "
+                   "inflated and the per-round ratios are the figures to read." if busy else "."))
+
+
+LOAD = LoadSampler()
+
+
 def code_fingerprint() -> str:
     """SHA-256 (12 hex) of the Python sources a cutover run executes: other people edit them meanwhile."""
     import hashlib
@@ -624,10 +656,11 @@ def report(size_mb: float, golden: dict, runs: list[Run], kinds: list[str], comm
     p(f"## Cutover benchmark: runbook by hand vs `cutover run`, {size_mb:g} MiB pilot "
       f"({datetime.now(UTC):%Y-%m-%d})\n")
     p(f"Machine: {machine}. Other work may be running on this machine; the alternating order "
-      "spreads its effect over A and B.\n")
+      f"spreads its effect over A and B. {LOAD.summary()}\n")
     p(f"Command: `{command}`\n")
-    p(f"Code: {code_state()}\n")
     codes = list(dict.fromkeys(r.code for r in runs if r.kind != "A"))
+    p(f"Code: {code_state()}; source fingerprint (SHA-256 of cutover/, flows/, tasks/ *.py) "
+      f"`{codes[0] if len(codes) == 1 else ', '.join(codes) or '-'}`\n")
     if len(codes) > 1:
         p("**The cutover code changed during this benchmark** (others were editing it): "
           + "; ".join(f"{r.kind} round {r.round + 1}: `{r.code}`" for r in runs if r.kind != "A")
@@ -817,6 +850,7 @@ def main() -> int:
     os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret",
                        "AWS_DEFAULT_REGION": "us-east-1"})
     machine = machine_info(pg)
+    LOAD.start()
     work = Path(tempfile.mkdtemp(prefix="cutover_bench_"))
     sections: list[str] = []
     all_runs: dict[str, list[dict]] = {}

@@ -1,21 +1,29 @@
-"""Every alembic command in its own subprocess, as the runbook runs them.
+"""Alembic commands in subprocesses, as the runbook runs them.
 
-The target database goes into that one command's environment (the runbook's
+The target database goes into the subprocess's environment (the runbook's
 `-e POSTGRES_DB=...`): apps cache their settings at import, so running Alembic
-in-process would let the scratch run leak into the production run.
+in this process would let the scratch run leak into the production run. Commands
+on the same database may share one interpreter (`run_many`, through
+`alembic_driver.py`): an interpreter start with the app's imports costs more than
+a small migration, and every command still gets its own transcript.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cutover import alembic_driver
 from cutover.db import ConnInfo
-from cutover.errors import PreflightError
-from cutover.process import CommandResult, Runner
+from cutover.errors import CommandFailed, PreflightError
+from cutover.process import CommandResult, Runner, exit_status, last_lines
+
+DRIVER = Path(alembic_driver.__file__).resolve()
+_MARKER_RE = re.compile(rf"^({re.escape(alembic_driver.BEGIN)}|{re.escape(alembic_driver.END)}) (\d+)(?: (-?\d+) ([\d.]+))?$")
 
 # "<base> -> 0001_baseline, baseline" / "0001 -> 0002 (head), msg" / "(a, b) -> c (mergepoint), msg"
 _HISTORY_RE = re.compile(r"^(?P<down>.+?) -> (?P<rev>[^\s,]+)(?: \([^)]*\))*, ")
@@ -114,6 +122,107 @@ class AlembicRunner:
 
     def history(self, dbname: str) -> History:
         """Read the script directory only; no database is opened for these two."""
-        hist = self.run(dbname, "history")
-        heads = self.run(dbname, "heads")
+        hist, heads = self.run_many(dbname, [("history",), ("heads",)])
         return History.parse(hist.stdout, heads.stdout)
+
+    def driver_argv(self) -> list[str] | None:
+        """`python alembic_driver.py` under the interpreter of the configured alembic, or None.
+
+        Only for a plain local alembic (`alembic`, a path to its script, `python -m alembic`):
+        a wrapped or containerised command (`docker compose exec ...`, extra options) runs
+        each command as configured.
+        """
+        argv = resolve_command(self.command)
+        if len(argv) == 3 and argv[1:] == ["-m", "alembic"]:
+            return [argv[0], str(DRIVER)]
+        if len(argv) != 1 or Path(argv[0]).name != "alembic":
+            return None
+        script = shutil.which(argv[0]) if Path(argv[0]).name == argv[0] else argv[0]
+        if not script:
+            return None
+        try:
+            with open(script, "rb") as fh:
+                first = fh.readline(512).decode(errors="replace").strip()
+        except OSError:
+            return None
+        if not first.startswith("#!"):
+            return None
+        interpreter = shlex.split(first[2:])
+        # `#!/usr/bin/env python3` is fine; an interpreter that is not Python is not.
+        if not interpreter or "python" not in Path(interpreter[-1]).name:
+            return None
+        return interpreter + [str(DRIVER)]
+
+    def run_many(self, dbname: str, commands: list[tuple[str, ...]]) -> list[CommandResult]:
+        """Commands on one database in order, stopping at the first failure; one result each.
+
+        In one interpreter when the alembic is local (see `driver_argv`), else one subprocess
+        each. A failure raises `CommandFailed` as `run` would, with `.results` holding every
+        command's result up to and including the failed one.
+        """
+        driver = self.driver_argv()
+        if driver is None or len(commands) < 2:
+            results: list[CommandResult] = []
+            for args in commands:
+                try:
+                    results.append(self.run(dbname, *args))
+                except CommandFailed as exc:
+                    exc.results = results  # type: ignore[attr-defined]
+                    raise
+            return results
+        argv = list(driver)
+        for i, args in enumerate(commands):
+            argv += ([alembic_driver.SEPARATOR] if i else []) + [a.replace("{db}", dbname) for a in args]
+        whole = self.runner.run(argv, timeout=self.timeout * len(commands), env_extra=self._env(dbname),
+                                cwd=self.cwd, check=False, what="alembic " + " + ".join(c[0] for c in commands))
+        shown = resolve_command(self.command)
+        results = _split_driver_output(whole, [shown + list(args) for args in commands])
+        failed = next((r for r in results if r.returncode != 0), None)
+        if failed is None and (whole.returncode != 0 or len(results) != len(commands)):
+            # The interpreter itself failed (alembic not importable, killed): not one command's doing.
+            failed = CommandResult(argv=whole.argv, returncode=whole.returncode or 1, stdout=whole.stdout,
+                                   stderr=whole.stderr, seconds=whole.seconds, cwd=whole.cwd)
+            results.append(failed)
+        if failed is not None:
+            label = f"alembic {failed.argv[len(shown)] if len(failed.argv) > len(shown) else ''}".strip()
+            exc = CommandFailed(f"{label} {exit_status(failed.returncode)}: "
+                                f"{last_lines(failed.stderr or failed.stdout)}",
+                                returncode=failed.returncode, stderr=failed.stderr)
+            exc.results = results  # type: ignore[attr-defined]
+            raise exc
+        return results
+
+
+def _sections(text: str) -> tuple[dict[int, str], dict[int, tuple[int, float]]]:
+    """Per-command output between the driver's markers, and each command's (exit code, seconds)."""
+    sections: dict[int, list[str]] = {}
+    ends: dict[int, tuple[int, float]] = {}
+    current: int | None = None
+    for line in text.splitlines():
+        match = _MARKER_RE.match(line)
+        if match:
+            index = int(match.group(2))
+            if match.group(1) == alembic_driver.BEGIN:
+                current = index
+                sections[index] = []
+            else:
+                ends[index] = (int(match.group(3)), float(match.group(4)))
+                current = None
+            continue
+        if current is not None:
+            sections[current].append(line)
+    return {i: "\n".join(lines).strip("\n") + ("\n" if "".join(lines).strip() else "")
+            for i, lines in sections.items()}, ends
+
+
+def _split_driver_output(whole: CommandResult, argvs: list[list[str]]) -> list[CommandResult]:
+    out, ends = _sections(whole.stdout)
+    err, _ = _sections(whole.stderr)
+    results = []
+    for index, argv in enumerate(argvs):
+        if index not in out:
+            break  # never started: an earlier command failed
+        code, seconds = ends.get(index, (whole.returncode or 1, whole.seconds))
+        results.append(CommandResult(argv=argv, returncode=code, stdout=out.get(index, ""),
+                                     stderr=err.get(index, ""), seconds=seconds, cwd=whole.cwd))
+    return results

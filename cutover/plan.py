@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +19,7 @@ from cutover.errors import PreflightError
 from cutover.pgtools import PgClient
 from cutover.settings import check_revision
 from cutover.toolkit import Toolkit
+from cutover.writes import CounterReading
 
 
 @dataclass
@@ -31,6 +33,8 @@ class Plan:
     run_dir: Path
     scratch_db: str
     tables: list[str] = field(default_factory=list)
+    heads: list[str] = field(default_factory=list)  # of the script directory, read once at preflight
+    write_reading: CounterReading | None = None  # the writes sample's start (see cutover.writes)
 
     @property
     def at_target(self) -> bool:
@@ -102,11 +106,17 @@ def make_plan(kit: Toolkit, baseline_rev: str | None, target_rev: str | None) ->
     check_alembic_dir(kit)
 
     database = settings.postgres_db
-    server_num = db.probe(kit.conn, database)
-    server_major = server_num // 10000
-    pg = kit.pg_client(server_major)
-
-    history = kit.alembic.history(database)
+    # Reading the script directory is an interpreter start: it runs while the server is probed.
+    with ThreadPoolExecutor(1, thread_name_prefix="alembic-graph") as pool:
+        graph = pool.submit(kit.alembic.history, database)
+        try:
+            server_num = db.probe(kit.conn, database)
+            server_major = server_num // 10000
+            pg = kit.pg_client(server_major)
+        except BaseException:
+            graph.cancel()
+            raise
+        history = graph.result()
     if not history.parents:
         raise PreflightError(f"CUTOVER_ALEMBIC_DIR={str(settings.alembic_dir)!r}: `alembic history` listed no revisions.")
     if not history.knows(baseline):
@@ -151,5 +161,6 @@ def make_plan(kit: Toolkit, baseline_rev: str | None, target_rev: str | None) ->
         run_dir=run_dir,
         scratch_db=scratch_name(database, stamp),
         tables=db.list_tables(kit.conn, database),
+        heads=list(history.heads),
     )
     return plan, pg

@@ -3,6 +3,10 @@
 Two signals: a session of someone else holding a transaction id (it has written,
 or is writing, right now), and the database's tuple counters moving over a short
 sample. Reads by this tool move neither.
+
+The sample may start early (`first_reading` at preflight) so that waiting for it
+overlaps the rest of preflight; it still ends only after at least the configured
+seconds plus the stats flush beat, right before the backup.
 """
 
 from __future__ import annotations
@@ -22,6 +26,11 @@ FROM pg_stat_activity
 WHERE datname = %s AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL
 ORDER BY xact_start
 """
+# Backends flush their counters at most once a second: one more beat catches the last ones.
+FLUSH_BEAT = 1.0
+# An early reading older than this beyond the sample (the run waited for the checklist form)
+# no longer says anything about "now" when it shows writes: the sample starts again instead.
+STALE_AFTER = 30.0
 
 
 @dataclass
@@ -29,29 +38,56 @@ class WriteSample:
     seconds: float
     tuples_changed: int
     writers: list[dict] = field(default_factory=list)
+    restarted: bool = False  # the early reading was stale and showed writes: sampled again from scratch
 
     @property
     def paused(self) -> bool:
         return self.tuples_changed == 0 and not self.writers
 
 
-def sample_writes(conn: ConnInfo, dbname: str, seconds: float) -> WriteSample:
-    with connect(conn, "postgres") as c, c.cursor() as cur:
-        def counters() -> int:
-            cur.execute("SELECT pg_stat_clear_snapshot()")  # never a cached snapshot
-            cur.execute(_COUNTERS, (dbname,))
-            row = cur.fetchone()
-            return int(row[0]) if row else 0
+@dataclass
+class CounterReading:
+    database: str
+    tuples: int
+    at: float  # time.monotonic()
 
-        before = counters()
-        time.sleep(seconds)
-        # Backends flush their counters at most once a second: one more beat catches the last ones.
-        time.sleep(1.0 if seconds else 0.0)
-        after = counters()
+
+def _counters(cur, dbname: str) -> int:
+    cur.execute("SELECT pg_stat_clear_snapshot()")  # never a cached snapshot
+    cur.execute(_COUNTERS, (dbname,))
+    row = cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+def first_reading(conn: ConnInfo, dbname: str) -> CounterReading | None:
+    """The sample's start, taken early; None when it cannot be read (the full sample runs later)."""
+    try:
+        with connect(conn, "postgres") as c, c.cursor() as cur:
+            return CounterReading(dbname, _counters(cur, dbname), time.monotonic())
+    except Exception:
+        return None
+
+
+def sample_writes(conn: ConnInfo, dbname: str, seconds: float, since: CounterReading | None = None) -> WriteSample:
+    """No tuple changed over at least `seconds` (+ the flush beat) ending now, and nobody holds a transaction id."""
+    needed = seconds + (FLUSH_BEAT if seconds else 0.0)
+    restarted = False
+    with connect(conn, "postgres") as c, c.cursor() as cur:
+        if since is None or since.database != dbname:
+            since = CounterReading(dbname, _counters(cur, dbname), time.monotonic())
+        time.sleep(max(0.0, since.at + needed - time.monotonic()))
+        after = _counters(cur, dbname)
+        if after != since.tuples and time.monotonic() - since.at > needed + STALE_AFTER:
+            restarted = True
+            since = CounterReading(dbname, after, time.monotonic())
+            time.sleep(needed)
+            after = _counters(cur, dbname)
+        covered = time.monotonic() - since.at - (FLUSH_BEAT if seconds else 0.0)
         cur.execute(_WRITERS, (dbname,))
         writers = [
             {"pid": r[0], "user": r[1], "application": r[2], "client": r[3], "state": r[4],
              "transaction_seconds": float(r[5] or 0), "query": r[6]}
             for r in cur.fetchall()
         ]
-    return WriteSample(seconds=seconds, tuples_changed=after - before, writers=writers)
+    return WriteSample(seconds=max(covered, seconds), tuples_changed=after - since.tuples, writers=writers,
+                       restarted=restarted)

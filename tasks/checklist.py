@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from cutover.errors import PreflightError, StepFailed
 from cutover.toolkit import Toolkit
 from cutover.window import WindowCheck
-from cutover.writes import sample_writes
+from cutover.writes import CounterReading, sample_writes
 from tasks.evidence import publish_markdown, publish_table
 
 ITEMS = {
@@ -120,8 +120,12 @@ def _num(value: float | None) -> str:
 
 
 @task(name="writes-paused", cache_policy=NO_CACHE, timeout_seconds=900)
-def check_writes_paused(kit: Toolkit, database: str) -> dict:
-    """Before the backup: nobody else writes to the database (runbook 1, checked, not assumed)."""
+def check_writes_paused(kit: Toolkit, database: str, since: CounterReading | None = None) -> dict:
+    """Before the backup: nobody else writes to the database (runbook 1, checked, not assumed).
+
+    `since`: the sample's first reading, taken at preflight so the wait overlaps it. Ignored
+    when this task stops the backend: only writes after the stop count then.
+    """
     settings = kit.settings
     stopped = None
     if settings.write_freeze == "stop-service":
@@ -129,12 +133,13 @@ def check_writes_paused(kit: Toolkit, database: str) -> dict:
         stopped = result.transcript() if result else "no CUTOVER_SERVICE_STOP configured"
     if settings.write_freeze == "off":
         return {"checked": False, "reason": "CUTOVER_WRITE_FREEZE=off"}
-    sample = sample_writes(kit.conn, database, settings.write_sample_seconds)
+    sample = sample_writes(kit.conn, database, settings.write_sample_seconds,
+                           since=None if settings.write_freeze == "stop-service" else since)
     publish_table(database, "writes-paused",
                   sample.writers or [{"pid": "-", "user": "-", "application": "-", "client": "-", "state": "-",
                                       "transaction_seconds": 0, "query": "no other session holds a transaction id"}],
-                  f"Writes over {sample.seconds:.0f} s: {sample.tuples_changed} rows changed; "
-                  f"{'paused' if sample.paused else 'NOT paused'}")
+                  f"Writes over {sample.seconds:.1f} s{' (sampled again after a long wait)' if sample.restarted else ''}"
+                  f": {sample.tuples_changed} rows changed; {'paused' if sample.paused else 'NOT paused'}")
     if not sample.paused:
         who = "; ".join(f"pid {w['pid']} {w['user']}@{w['client']} ({w['application'] or 'no name'}): {w['query'][:80]}"
                         for w in sample.writers) or "sessions that finished during the sample"

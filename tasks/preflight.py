@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -10,6 +12,7 @@ from cutover.pgtools import PgClient
 from cutover.plan import Plan, make_plan
 from cutover.storage import S3Store, StorageError
 from cutover.toolkit import Toolkit
+from cutover.writes import first_reading
 from tasks.evidence import retry_on_connection_error
 
 
@@ -18,18 +21,34 @@ from tasks.evidence import retry_on_connection_error
 def preflight(kit: Toolkit, baseline_rev: str | None, target_rev: str | None,
               store: S3Store | None = None) -> tuple[Plan, PgClient, S3Store | None]:
     """Returns the store to mirror to: None when mirroring is off, or optional and unreachable."""
-    if store is not None:
-        try:
-            store.check_bucket()
-        except StorageError as exc:
-            if kit.settings.require_offsite:
-                raise PreflightError(f"{exc} Nothing was changed (CUTOVER_REQUIRE_OFFSITE is on).") from None
-            get_run_logger().warning("Off-site copy disabled for this run (CUTOVER_REQUIRE_OFFSITE=false): %s", exc)
-            store = None
-    plan, pg = make_plan(kit, baseline_rev, target_rev)
+    settings = kit.settings
+    # The writes-paused sample starts here, so its wait overlaps preflight (see cutover.writes);
+    # when the run stops the backend itself, only writes after that stop count.
+    reading = first_reading(kit.conn, settings.postgres_db) if settings.write_freeze == "check" else None
+    with ThreadPoolExecutor(1, thread_name_prefix="preflight-s3") as pool:
+        # The bucket check is a network round trip: it runs beside the database and alembic checks.
+        bucket = pool.submit(store.check_bucket) if store is not None else None
+        plan, pg = make_plan(kit, baseline_rev, target_rev)
+        if bucket is not None:
+            try:
+                bucket.result()
+            except StorageError as exc:
+                if settings.require_offsite:
+                    _remove_empty(plan.run_dir)  # nothing was changed, not even a run directory left behind
+                    raise PreflightError(f"{exc} Nothing was changed (CUTOVER_REQUIRE_OFFSITE is on).") from None
+                get_run_logger().warning("Off-site copy disabled for this run (CUTOVER_REQUIRE_OFFSITE=false): %s", exc)
+                store = None
+    plan.write_reading = reading
     get_run_logger().info(
         "Production %s is at %s; target %s (baseline %s); pg tools %s (v%s); run directory %s",
         plan.database, plan.revision_before or "no alembic_version (legacy)", plan.target_rev,
         plan.baseline_rev, pg.bin_dir, pg.major, plan.run_dir,
     )
     return plan, pg, store
+
+
+def _remove_empty(directory) -> None:
+    try:
+        directory.rmdir()
+    except OSError:
+        pass

@@ -37,16 +37,29 @@ def upgrade_production(kit: Toolkit, plan: Plan) -> str:
 
 @task(name="production-current", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, timeout_seconds=600)
 def production_current(kit: Toolkit, plan: Plan, transcripts: list[str]) -> str:
-    """4.3: `alembic current` as evidence, alembic_version read directly as the decision."""
-    current = kit.alembic.current(plan.database)
+    """4.3: what `alembic current` reports, read from alembic_version itself, as evidence and decision.
+
+    `alembic current` is `SELECT version_num FROM alembic_version` marked "(head)" when the
+    revision is a head of the script directory; the heads were read at preflight from the
+    same directory the upgrade just ran, so this is the same evidence without a third
+    interpreter start on production.
+    """
     revision = db.alembic_revision(kit.conn, plan.database)
     publish_markdown(
         plan.database,
         "production-current",
         f"# Production `{plan.database}`: revision `{revision}`\n\n"
-        + "\n".join(code_block(t) for t in [*transcripts, current.transcript()]),
+        + "\n".join(code_block(t) for t in [*transcripts, current_transcript(plan, revision)]),
         "Runbook 4.1-4.3: production stamp, upgrade and current",
     )
     if revision != plan.target_rev:
         raise StepFailed(f"Production is at revision {revision!r}, not the target {plan.target_rev!r}.")
     return revision
+
+
+def current_transcript(plan: Plan, revision: str | None) -> str:
+    """The lines `alembic current` prints, with where they come from."""
+    line = "(no revision: alembic_version is empty or missing)" if revision is None else (
+        f"{revision} (head)" if revision in plan.heads else revision)
+    return (f"$ alembic current  # on {plan.database}: SELECT version_num FROM alembic_version; "
+            f"heads of the script directory: {', '.join(plan.heads) or 'none'}\n{line}")

@@ -31,21 +31,29 @@ def restore_scratch(kit: Toolkit, plan: Plan, restore: StreamedRestore, expected
 
 @task(name="scratch-migrate", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)
 def migrate_scratch(kit: Toolkit, plan: Plan) -> str:
-    """3.2 and 3.3: stamp (when legacy), upgrade, current; pass when scratch reaches the target."""
-    transcripts = []
+    """3.2 and 3.3: stamp (when legacy), upgrade, current; pass when scratch reaches the target.
+
+    The three commands share one interpreter (one database, in order, stopping at the first
+    failure); each keeps its own transcript.
+    """
+    commands = ([("stamp", plan.baseline_rev)] if plan.needs_stamp else []) + [("upgrade", plan.target_rev), ("current",)]
+    transcripts: list[str] = []
+    how = ""
     try:
-        if plan.needs_stamp:
-            transcripts.append(kit.alembic.stamp(plan.scratch_db, plan.baseline_rev).transcript())
-        transcripts.append(kit.alembic.upgrade(plan.scratch_db, plan.target_rev).transcript())
-        transcripts.append(kit.alembic.current(plan.scratch_db).transcript())
+        results = kit.alembic.run_many(plan.scratch_db, commands)
+        transcripts = [r.transcript() for r in results]
     except Exception as exc:
+        transcripts = [r.transcript() for r in getattr(exc, "results", [])]
         transcripts.append(f"FAILED: {exc}")
         raise
     finally:
+        if kit.alembic.driver_argv() is not None and len(commands) > 1:
+            how = ("\n\nThe commands ran in order in one interpreter (`cutover/alembic_driver.py`, alembic's own "
+                   "command line), each with its own output and exit code below.")
         publish_markdown(
             plan.database,
             "scratch-alembic",
-            f"# Scratch dry run on `{plan.scratch_db}`\n\n" + "\n".join(code_block(t) for t in transcripts),
+            f"# Scratch dry run on `{plan.scratch_db}`{how}\n\n" + "\n".join(code_block(t) for t in transcripts),
             "Runbook 3.2/3.3: alembic stamp, upgrade and current on the scratch copy",
         )
     revision = db.alembic_revision(kit.conn, plan.scratch_db)

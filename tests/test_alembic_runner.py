@@ -1,0 +1,80 @@
+"""Alembic commands on one database in one interpreter, each with its own transcript; the early writes sample."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from cutover import db
+from cutover.alembic_runner import AlembicRunner
+from cutover.embedded import EXAMPLE_APP_DIR
+from cutover.errors import CommandFailed
+from cutover.process import Runner
+from cutover.writes import first_reading, sample_writes
+from tests.conftest import BASELINE, HEAD
+
+
+def runner(conn, command=("alembic",), app_dir=EXAMPLE_APP_DIR) -> AlembicRunner:
+    return AlembicRunner(list(command), app_dir, conn, Runner())
+
+
+def test_stamp_upgrade_current_share_one_interpreter_with_a_transcript_each(conn, pilot):
+    alembic = runner(conn)
+    assert alembic.driver_argv() is not None  # a local alembic: the driver is used
+
+    results = alembic.run_many(pilot, [("stamp", BASELINE), ("upgrade", "head"), ("current",)])
+
+    assert [r.argv[-2:] for r in results[:2]] == [["stamp", BASELINE], ["upgrade", "head"]]
+    assert [r.returncode for r in results] == [0, 0, 0]
+    assert "Running stamp_revision  -> 0001_baseline" in results[0].stderr
+    assert "Running upgrade 0001_baseline -> 0002_brewery_slug" in results[1].stderr
+    assert "Running upgrade" not in results[0].stderr + results[2].stderr  # output split per command
+    assert results[2].stdout.strip() == f"{HEAD} (head)"
+    assert db.alembic_revision(conn, pilot) == HEAD
+
+
+def test_the_first_failing_command_stops_the_rest_and_keeps_its_output(conn, pilot, broken_alembic_dir):
+    alembic = runner(conn, app_dir=broken_alembic_dir)
+
+    with pytest.raises(CommandFailed, match="alembic upgrade failed with exit code 1: .*division by zero") as failed:
+        alembic.run_many(pilot, [("stamp", BASELINE), ("upgrade", "head"), ("current",)])
+
+    results = failed.value.results
+    assert [r.returncode for r in results] == [0, 1]  # `current` never ran
+    assert "division by zero" in results[1].transcript()
+    assert db.alembic_revision(conn, pilot) == BASELINE  # the stamp stays; the whole upgrade rolled back
+
+
+def test_a_wrapped_command_runs_each_alembic_command_as_configured(conn, pilot):
+    wrapped = ("env", str(Path(sys.executable).with_name("alembic")))  # as `docker compose exec app alembic` would be
+    alembic = runner(conn, command=wrapped)
+    assert alembic.driver_argv() is None
+
+    results = alembic.run_many(pilot, [("stamp", BASELINE), ("current",)])
+
+    assert [tuple(r.argv[:2]) for r in results] == [wrapped, wrapped]
+    assert results[1].stdout.strip() == BASELINE
+    history = alembic.history(pilot)
+    assert history.heads == [HEAD] and history.ancestors(HEAD) >= {BASELINE, HEAD}
+
+
+def test_history_and_heads_from_one_process_match_the_script_directory(conn, pilot):
+    history = runner(conn).history(pilot)
+    assert history.heads == [HEAD]
+    assert history.parents[BASELINE] == () and history.resolve("head") == HEAD
+
+
+def test_writes_after_an_early_first_reading_count(conn, pilot):
+    reading = first_reading(conn, pilot)
+    assert reading is not None
+    with db.connect(conn, pilot) as writer, writer.cursor() as cur:
+        cur.execute("UPDATE breweries SET city = city WHERE id = 1")
+    # The writer's session has ended, so its counters are flushed.
+
+    sample = sample_writes(conn, pilot, 0.2, since=reading)
+
+    assert not sample.paused and sample.tuples_changed >= 1 and not sample.restarted
+    assert sample.seconds >= 0.2
+    assert sample_writes(conn, pilot, 0.2).paused  # a fresh sample sees no writes

@@ -101,7 +101,7 @@ class Manifest(BaseModel):
     port: int
     started_at: str = Field(default_factory=utcnow)
     finished_at: str | None = None
-    status: str = "running"  # running | succeeded | failed | noop | dry-run
+    status: str = "running"  # running | succeeded | failed | noop | dry-run | crashed (set by its rollback)
     dry_run: bool = False
     auto_rollback: bool = True  # the run's rollback_on_failure: may a hook or trigger restore without a human
     baseline_rev: str | None = None

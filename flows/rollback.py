@@ -17,12 +17,15 @@ from prefect.runtime import flow_run
 
 from cutover import db
 from cutover.manifest import RollbackRecord, RunRecorder, utcnow
-from cutover.rollback import ManifestSource, RollbackFailed, locate_manifest, run_lock_name, unique_name
-from cutover.settings import load_settings
+from cutover.rollback import ManifestSource, is_flow_run_id, RollbackFailed, locate_manifest, run_lock_name, unique_name
+from cutover.inventory import Target
 from cutover.storage import S3Store
 from cutover.toolkit import Toolkit
 from tasks.evidence import publish_markdown
+from tasks.targets import flow_run_target, target_settings
 from tasks.rollback import (
+    carry_database_properties,
+    drop_failed_copy,
     drop_recreate,
     fetch_backup,
     publish_incident,
@@ -41,15 +44,19 @@ def rollback(
     manifest: str,
     strategy: Literal["rename", "drop-recreate"] = "rename",
     automatic: bool = False,
+    target: Target | None = None,
 ) -> dict[str, Any]:
     """
     Args:
         manifest: The failed cutover's manifest: a path, an s3:// URI, or the cutover's flow run id.
-        strategy: "rename" keeps the failed database as <db>_failed_<timestamp>; "drop-recreate" follows the runbook literally.
+        strategy: "rename" keeps the failed database as <db>_failed_<timestamp>; "drop-recreate" restores under production's name while production waits renamed aside, and drops it after verification.
         automatic: Set by the failure hooks and the trigger; such a run restores only if the cutover allowed it (rollback_on_failure).
+        target: The fleet target the cutover ran against; by default the one the cutover flow run was given, else the worker's POSTGRES_DB.
     """
     log = get_run_logger()
-    settings = load_settings()
+    if target is None and is_flow_run_id(manifest):
+        target = flow_run_target(manifest.strip())  # a fleet cutover: same database, same settings
+    settings = target_settings(target)
     kit = Toolkit.from_settings(settings)
     store = S3Store.from_settings(settings)
     me = str(flow_run.id) if flow_run.id else None
@@ -94,6 +101,9 @@ def rollback(
         if not locked:
             raise RollbackFailed(f"Another rollback of {database} held its lock for {LOCK_WAIT_SECONDS} s; nothing was changed.")
         m = source.reload()
+        if m.status == "running":
+            # Its lock was free, so the cutover's process is gone: it will never finish this record.
+            m.status, m.finished_at = "crashed", m.finished_at or utcnow()
         rec = _recorder(source, settings, store, m)
         if m.rollback is not None and m.rollback.status == "restored":
             _attempt(m, me, f"found the work done by flow run {m.rollback.flow_run_id}; nothing restored")
@@ -105,6 +115,7 @@ def rollback(
         m.rollback = RollbackRecord(flow_run_id=me, strategy=strategy,
                                     attempts=(m.rollback.attempts if m.rollback else []))
         rec.save()
+        aside = None  # drop-recreate: where production waits while its name is restored
         try:
             pg = kit.pg_client(db.probe(kit.conn, "postgres") // 10000)
             # 6.1 Pause writes and stop the backend
@@ -119,25 +130,35 @@ def rollback(
                 with rec.rollback_step("restore") as step:
                     counts = restore_copy(pg, kit, restored, dump, m.row_counts)
                     step.detail = {"summary": f"{sum(counts.values())} rows in {len(counts)} tables into {restored}"}
+                _carry_properties(rec, kit, database, restored)
                 failed_name = unique_name(kit.conn, database, "failed")
                 with rec.rollback_step("swap") as step:
                     swap(kit, database, restored, failed_name)
                     m.rollback.failed_database = failed_name
                     step.detail = {"summary": f"{database} -> {failed_name}; {restored} -> {database}"}
             else:
-                with rec.rollback_step("drop-recreate"):
-                    drop_recreate(pg, kit, database, dump, m.row_counts)
+                # The runbook's drop, recreate, restore; but production waits aside, not dropped,
+                # until the restore under its name has been verified.
+                aside = unique_name(kit.conn, database, "failed")
+                with rec.rollback_step("drop-recreate") as step:
+                    counts = drop_recreate(pg, kit, database, aside, dump, m.row_counts)
+                    m.rollback.failed_database = aside
+                    step.detail = {"summary": f"{database} -> {aside}; {sum(counts.values())} rows restored "
+                                              f"into {database}"}
+                _carry_properties(rec, kit, aside, database)
             with rec.rollback_step("verify"):
                 m.rollback.revision_after = verify_restored(kit, m)
             # 6.4 Start the backend and verify health
             with rec.rollback_step("start-backend"):
                 m.rollback.health = start_backend(kit)
+            if strategy == "drop-recreate":
+                _drop_aside(rec, pg, m)
             m.rollback.status = "restored"
             _attempt(m, me, "restored from the backup")
         except BaseException as exc:
             m.rollback.status = "failed"
-            state = _production_state(kit, database, m.rollback.failed_database)
-            m.rollback.error = f"{m.rollback.error or exc}. {state}"
+            state = _production_state(kit, database, m.rollback.failed_database or aside)
+            m.rollback.error = f"{str(m.rollback.error or exc).rstrip('.')}. {state}"
             _attempt(m, me, "failed: " + m.rollback.error)
             log.error("ROLLBACK FAILED for %s: %s", database, m.rollback.error)
             raise RollbackFailed(f"Rollback of {database} failed: {m.rollback.error}") from None
@@ -150,6 +171,35 @@ def rollback(
              m.rollback.failed_database)
     return {"status": "restored", "database": database, "failed_database": m.rollback.failed_database,
             "restored_from": m.rollback.restored_from, "revision": m.rollback.revision_after}
+
+
+def _drop_aside(rec: RunRecorder, pg, m) -> None:
+    """drop-recreate's drop, last of all; production is already restored, so failing here is only a warning."""
+    with rec.rollback_step("drop-failed-copy") as step:
+        try:
+            drop_failed_copy(pg, m.rollback.failed_database)
+        except Exception as exc:
+            step.status, step.error = "warning", f"{m.rollback.failed_database} kept: dropping it failed ({exc})"
+            return
+        step.detail = {"summary": f"dropped {m.rollback.failed_database} after the verified restore"}
+        m.rollback.failed_database = None
+
+
+def _carry_properties(rec: RunRecorder, kit: Toolkit, source: str, target: str) -> None:
+    """The database-level part of production (settings, grants, owner) onto the restored copy.
+
+    Not a reason to stop a restore that has the data: what could not be carried is a
+    warning in the manifest and the incident, named one by one.
+    """
+    with rec.rollback_step("database-properties") as step:
+        try:
+            described, problems = carry_database_properties(kit, source, target)
+        except Exception as exc:
+            described, problems = "nothing", [f"could not read or apply them: {exc}"]
+        step.detail = {"summary": f"carried from {source}: {described}"}
+        if problems:
+            step.status, step.error = "warning", "; ".join(problems)
+            get_run_logger().warning("Database properties not carried to %s: %s", target, step.error)
 
 
 def _recorder(source: ManifestSource, settings, store: S3Store | None, m=None) -> RunRecorder:
@@ -174,6 +224,10 @@ def _production_state(kit: Toolkit, database: str, failed_name: str | None) -> s
         return "The state of production could not be read; a human is needed."
     if aside and not here:
         return f"Production is intact under {failed_name!r} (renamed aside, not dropped); the backend is stopped; a human is needed."
+    if aside and here:
+        # The swap happened: the name holds the restored copy, the cutover's database is aside.
+        return (f"{database!r} holds the restored copy, which failed a later check; the database as the cutover "
+                f"left it is kept as {failed_name!r} (not dropped); the backend is stopped; a human is needed.")
     if here:
         return f"Production {database!r} is as the cutover left it (not dropped); the backend is stopped; a human is needed."
     return f"{database!r} does not exist; the backup is still available; a human is needed."

@@ -17,10 +17,12 @@ from cutover.errors import StepFailed
 from cutover.manifest import Manifest, write_private
 from cutover.pgtools import PgClient
 from cutover.report import INCIDENT_NAME, render_incident
-from cutover.rollback import restore_into, swap_in
-from cutover.storage import S3Store, verified_dump
+from cutover.rollback import restore_in_place, restore_into, swap_in
+from cutover.storage import BackupUntrusted, S3Store, verified_dump
 from cutover.toolkit import Toolkit
+from cutover.dbprops import carry_properties
 from tasks.evidence import publish_markdown
+from tasks.report import publish_outcome
 
 
 @task(name="rollback-stop-backend", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, timeout_seconds=600)
@@ -29,7 +31,17 @@ def stop_backend(kit: Toolkit) -> str:
     return result.transcript() if result else "No CUTOVER_SERVICE_STOP command: writes must already be paused."
 
 
-@task(name="rollback-fetch-backup", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, timeout_seconds=4 * 3600)
+def _not_a_refusal(task, task_run, state) -> bool:
+    """Retry a download that broke off, never a backup whose SHA-256 does not match."""
+    try:
+        outcome = state.result(raise_on_failure=False)
+    except Exception as exc:
+        outcome = exc
+    return not isinstance(outcome, BackupUntrusted)
+
+
+@task(name="rollback-fetch-backup", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
+      retry_condition_fn=_not_a_refusal, timeout_seconds=4 * 3600)
 def fetch_backup(manifest: Manifest, store: S3Store | None, work_dir: Path) -> tuple[Path, str]:
     path, source = verified_dump(manifest, store, work_dir)
     get_run_logger().info("Backup verified (SHA-256 %s) from %s", manifest.backup.sha256, source)
@@ -47,10 +59,23 @@ def swap(kit: Toolkit, database: str, restored: str, failed_name: str) -> None:
 
 
 @task(name="rollback-drop-recreate", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)
-def drop_recreate(pg: PgClient, kit: Toolkit, database: str, dump: Path, expected: dict[str, int]) -> dict[str, int]:
-    """Runbook 6.2-6.3 literally, for operators without the disk for a renamed copy."""
-    pg.dropdb(database)
-    return restore_into(pg, kit.conn, database, dump, expected)
+def drop_recreate(pg: PgClient, kit: Toolkit, database: str, aside: str, dump: Path,
+                  expected: dict[str, int]) -> dict[str, int]:
+    """Runbook 6.2-6.3: the backup restored under production's own name, production waiting aside."""
+    return restore_in_place(pg, kit.conn, database, aside, dump, expected)
+
+
+@task(name="rollback-database-properties", cache_policy=NO_CACHE, timeout_seconds=300)
+def carry_database_properties(kit: Toolkit, source: str, target: str) -> tuple[str, list[str]]:
+    """Owner, grants, comment, connection limit and per-database settings, which the dump does not hold."""
+    props, problems = carry_properties(kit.conn, source, target)
+    return props.describe(), problems
+
+
+@task(name="rollback-drop-failed-copy", cache_policy=NO_CACHE, timeout_seconds=600)
+def drop_failed_copy(pg: PgClient, name: str) -> None:
+    """drop-recreate's "drop", done last: only once the restored production is verified and serving."""
+    pg.dropdb(name)
 
 
 @task(name="rollback-start-backend", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, timeout_seconds=600)
@@ -85,4 +110,5 @@ def publish_incident(manifest: Manifest, run_dir: Path | None, store: S3Store | 
         store.put_text(manifest.offsite.prefix + INCIDENT_NAME, text)
     publish_markdown(manifest.database, "incident", text, f"Incident record (runbook 6.5): rollback "
                      f"{manifest.rollback.status if manifest.rollback else 'not run'}")
+    publish_outcome(manifest)
     return text

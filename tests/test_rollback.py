@@ -37,7 +37,7 @@ def assert_rolled_back(conn, pilot, before, api, failed_step):
     assert databases_like(conn, f"{pilot}_restore_") == []
     # The backend was stopped and started by the controller, and answers.
     assert [s.name for s in m.rollback.steps] == [
-        "stop-backend", "fetch-backup", "restore", "swap", "verify", "start-backend"]
+        "stop-backend", "fetch-backup", "restore", "database-properties", "swap", "verify", "start-backend"]
     reply = httpx.get(api + "/", timeout=10)
     assert reply.status_code == 200 and reply.json()["revision"] is None
     # The incident record, in the Prefect API and next to the backup.
@@ -135,3 +135,42 @@ def test_two_rollbacks_for_one_cutover_restore_once(prefect_api, conn, pilot, cu
     m = the_manifest()
     assert [a["outcome"].split(" by ")[0].split(" (")[0] for a in m.rollback.attempts] == [
         "automatic rollback is off for this cutover", "restored from the backup", "found the work done"]
+
+
+def test_rollback_keeps_database_settings_grants_owner_and_comment(prefect_api, conn, pilot, cutover_env,
+                                                                   halfway_alembic_dir):
+    """The dump holds the contents only; the restored production must behave as before too."""
+    from cutover.dbprops import read_properties, split_list
+    from tests.helpers import execute
+
+    cutover_env.setenv("CUTOVER_ALEMBIC_DIR", str(halfway_alembic_dir))
+    cutover_env.setenv("CUTOVER_HEALTH_URL", "none")
+    execute(conn, "postgres", "DO $$ BEGIN CREATE ROLE pgcutover_reader NOLOGIN; "
+                              "EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    execute(conn, "postgres",
+            f'ALTER DATABASE {pilot} SET search_path = "$user", public, "Odd ""Schema"""',
+            f"ALTER DATABASE {pilot} SET statement_timeout = '5min'",
+            f"ALTER DATABASE {pilot} SET app.tenant = 'acme, inc'",
+            f"ALTER ROLE pgcutover_reader IN DATABASE {pilot} SET work_mem = '8MB'",
+            f"COMMENT ON DATABASE {pilot} IS 'the pilot''s data'",
+            f"ALTER DATABASE {pilot} CONNECTION LIMIT 40",
+            f"REVOKE ALL ON DATABASE {pilot} FROM PUBLIC",
+            f"GRANT CONNECT ON DATABASE {pilot} TO pgcutover_reader")
+    props = read_properties(conn, pilot)
+    assert len(props.settings) == 4 and props.acl is not None and props.connection_limit == 40
+    before = data_fingerprint(conn, pilot)
+
+    state = cutover(**APPROVED, return_state=True)
+
+    assert state.is_failed()
+    m = the_manifest()
+    assert m.rollback.status == "restored" and data_fingerprint(conn, pilot) == before
+    step = next(s for s in m.rollback.steps if s.name == "database-properties")
+    assert step.status == "succeeded" and "4 settings" in step.detail["summary"], step
+    assert read_properties(conn, pilot) == props  # settings, grants, comment, limit and owner as before
+    assert split_list('"$user", public, "Odd ""Schema"""') == ["$user", "public", 'Odd "Schema"']
+    with db.connect(conn, pilot) as c, c.cursor() as cur:  # a new session gets them
+        cur.execute("SHOW search_path")
+        assert cur.fetchone()[0] == '"$user", public, "Odd ""Schema"""'
+        cur.execute("SELECT current_setting('app.tenant')")
+        assert cur.fetchone()[0] == "acme, inc"

@@ -109,7 +109,8 @@ def test_killed_cutover_is_rolled_back_by_the_server_trigger(conn, pilot, tmp_pa
         rollbacks = wait_for("the rollback runs to finish", rollbacks_finished, 120, interval=1)
 
     m = load_manifest(manifest_path)
-    assert m.status == "running" and m.production_touched  # the cutover never got to say anything
+    # The cutover never got to say anything; the rollback, finding its lock free, records the crash.
+    assert m.status == "crashed" and m.production_touched and m.finished_at
     outcomes = [a["outcome"] for a in m.rollback.attempts]
     assert outcomes[0] == "restored from the backup" and all(o.startswith("found the work done") for o in outcomes[1:])
     assert data_fingerprint(conn, pilot) == before

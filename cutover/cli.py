@@ -70,6 +70,47 @@ def _prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fleet(args: argparse.Namespace) -> int:
+    from cutover.inventory import load_inventory
+
+    # A bad inventory is reported before Prefect starts.
+    load_inventory(args.inventory, policy=args.policy, per_host_limit=args.per_host_limit,
+                   max_parallel=args.max_parallel)
+    if not args.dry_run and not (args.approved_by and args.confirm_checklist):
+        raise ConfigError("cutover fleet needs --approved-by NAME and --confirm-checklist (or --dry-run); "
+                          "to answer the checklist form instead, run the fleet deployment from the Prefect UI.")
+    import os
+    from pathlib import Path
+
+    if not os.environ.get("PREFECT_API_URL"):
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():
+            raise ConfigError("PREFECT_API_URL is not set; expected the URL of the Prefect server whose workers run "
+                              "the cutover/fleet-target deployment, such as http://prefect:4200/api.")
+    from flows.fleet import fleet
+    from tasks.checklist import Checklist
+
+    state = fleet(
+        inventory=str(Path(args.inventory).resolve()),
+        approved_by=args.approved_by,
+        ticket=args.ticket,
+        checklist=Checklist.all_confirmed() if args.confirm_checklist else Checklist(),
+        dry_run=args.dry_run,
+        policy=args.policy,
+        per_host_limit=args.per_host_limit,
+        max_parallel=args.max_parallel,
+        return_state=True,
+    )
+    summary = state.result(raise_on_failure=False)
+    if isinstance(summary, dict):
+        for row in summary.get("targets", []):
+            print(f"{row['target']:<20} {row['status']:<12} {row['revision_before'] or '-':>24} -> "
+                  f"{row['revision_after'] or '-':<24} {row['rollback']}")
+    print(f"fleet: {state.name}: {state.message or ''}", file=sys.stderr)
+    return 0 if state.is_completed() else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cutover", description="Safe Alembic cutover of a live PostgreSQL database.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,10 +127,21 @@ def main(argv: list[str] | None = None) -> int:
     rb.add_argument("--manifest", required=True,
                     help="the cutover's manifest.json or run directory, an s3:// URI, or the cutover's flow run id")
     rb.add_argument("--strategy", choices=("rename", "drop-recreate"), default="rename",
-                    help="rename (default) keeps the failed database aside; drop-recreate follows the runbook literally")
+                    help="rename (default) restores beside production, then swaps names, keeping the failed database; "
+                         "drop-recreate restores under production's name while production waits renamed aside, "
+                         "and drops it after verification")
     prune = sub.add_parser("prune", help="delete off-site backups beyond CUTOVER_S3_KEEP for POSTGRES_DB")
     prune.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete nothing")
     prune.add_argument("--keep", type=int, help="override CUTOVER_S3_KEEP")
+    fl = sub.add_parser("fleet", help="cut over every database of an inventory through the fleet-target deployment")
+    fl.add_argument("--inventory", required=True, help="inventory file (TOML): [fleet], [defaults], [[target]]")
+    fl.add_argument("--approved-by", help="who approved the maintenance window for the whole fleet")
+    fl.add_argument("--ticket", help="change ticket, recorded in every target's evidence")
+    fl.add_argument("--confirm-checklist", action="store_true", help="confirm runbook section 1 for the whole fleet")
+    fl.add_argument("--dry-run", action="store_true", help="every target stops after its scratch dry run")
+    fl.add_argument("--policy", choices=("continue", "halt"), help="after a failure: continue (default) or halt")
+    fl.add_argument("--per-host-limit", type=int, help="cutovers at once on one PostgreSQL host")
+    fl.add_argument("--max-parallel", type=int, help="cutovers at once in the whole fleet")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
@@ -98,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             return _rollback(args)
         if args.command == "prune":
             return _prune(args)
+        if args.command == "fleet":
+            return _fleet(args)
     except CutoverError as exc:
         print(f"cutover: {exc}", file=sys.stderr)
         return 1

@@ -19,7 +19,7 @@ from cutover import db
 from cutover.manifest import Manifest, RunRecorder
 from cutover.rollback import run_lock_name
 from cutover.errors import PreflightError, StepFailed
-from cutover.settings import load_settings
+from cutover.inventory import Target
 from cutover.storage import S3Store
 from cutover.toolkit import Toolkit
 from cutover.window import Window, check_production, check_start
@@ -42,6 +42,7 @@ from tasks.preflight import preflight
 from tasks.production import production_current, stamp_production, upgrade_production
 from tasks.report import publish_report
 from tasks.scratch import migrate_scratch, restore_scratch
+from tasks.targets import target_settings
 from tasks.validation import api_health, db_objects, service_status
 
 
@@ -75,8 +76,10 @@ def start_rollback(flow, flow_run, state) -> None:
             except ObjectNotFound:
                 exists = False
         if exists:
-            run = run_deployment(ROLLBACK_DEPLOYMENT, parameters={"manifest": ref, "automatic": True}, timeout=0,
-                                 as_subflow=False)
+            params = {"manifest": ref, "automatic": True}
+            if flow_run.parameters.get("target"):  # a fleet target: the rollback needs its settings too
+                params["target"] = flow_run.parameters["target"]
+            run = run_deployment(ROLLBACK_DEPLOYMENT, parameters=params, timeout=0, as_subflow=False)
             logger.warning("Cutover %s: rollback deployment run %s started.", state.name, run.id)
             return
     except Exception as exc:  # the in-process rollback below is still worth a try
@@ -84,7 +87,7 @@ def start_rollback(flow, flow_run, state) -> None:
     from flows.rollback import rollback
 
     logger.warning("Cutover %s: rolling back in this process.", state.name)
-    rollback(manifest=ref, automatic=True)
+    rollback(manifest=ref, automatic=True, target=flow_run.parameters.get("target"))
 
 
 @flow(
@@ -104,6 +107,7 @@ def cutover(
     approval_timeout_seconds: int | None = None,
     window_minutes: int | None = None,
     rollback_on_failure: bool = True,
+    target: Target | None = None,
 ) -> dict[str, Any]:
     """
     Args:
@@ -117,9 +121,10 @@ def cutover(
         approval_timeout_seconds: How long to wait for the checklist form (default CUTOVER_APPROVAL_TIMEOUT, 1800).
         window_minutes: Length of the maintenance window from the scheduled start (default CUTOVER_WINDOW_MINUTES; CUTOVER_WINDOW_END also works).
         rollback_on_failure: Let a failure after production was touched be rolled back without a human.
+        target: Another database than the worker's POSTGRES_DB (set by the fleet flow): its settings over the worker's; a password by reference only.
     """
     log = get_run_logger()
-    settings = load_settings()
+    settings = target_settings(target)
     kit = Toolkit.from_settings(settings)
     window = Window.resolve(_scheduled_start(), settings.window_end, window_minutes or settings.window_minutes)
 
@@ -169,7 +174,7 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
         plan.run_dir,
         settings.secrets,
     )
-    progress = Progress(plan.database, _planned_steps(plan, dry_run, store is not None, settings))
+    progress = _ProgressOffPath(Progress(plan.database, _planned_steps(plan, dry_run, store is not None, settings)))
     rec.listeners.append(progress.step_finished)
     mirroring = None
     restoring = None
@@ -188,7 +193,7 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
 
         # 1. Writes paused, checked rather than assumed (and enforced with CUTOVER_WRITE_FREEZE=stop-service)
         with rec.step("writes-paused") as step:
-            result = check_writes_paused(kit, plan.database)
+            result = check_writes_paused(kit, plan.database, since=plan.write_reading)
             stopped_backend = bool(result.get("service_stopped"))
             step.detail = {"summary": "no writes seen" if result.get("checked") else result.get("reason", "")}
 
@@ -337,6 +342,26 @@ def _planned_steps(plan, dry_run: bool, mirrored: bool, settings) -> list[str]:
         return steps + ["scratch-drop"]
     steps += ["window-check", "blocking-sessions"] + (["production-stamp"] if plan.needs_stamp else [])
     return steps + ["production-upgrade", "production-current", "validate", "scratch-drop"]
+
+
+class _ProgressOffPath:
+    """The progress bar's updates, sent in order from one thread: an API round trip per step that no step waits for."""
+
+    def __init__(self, progress: Progress):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.progress = progress
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="progress")
+
+    def step_finished(self, record) -> None:
+        import contextvars
+
+        # The run's context (API URL, flow run) goes with each update: threads do not inherit it.
+        self.pool.submit(contextvars.copy_context().run, self.progress.step_finished, record)
+
+    def complete(self) -> None:
+        self.pool.shutdown(wait=True)  # no earlier update may land after 100 %
+        self.progress.complete()
 
 
 def _restart_backend(rec: RunRecorder, kit: Toolkit, stopped: bool) -> None:

@@ -288,8 +288,8 @@ def _ok(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def deployed_worker(env: dict[str, str], workdir: Path):
-    """prefect.yaml deployed through deployments/deploy.py, and a process worker on its pool, until exit."""
+def deployed_worker(env: dict[str, str], workdir: Path, workers: int = 1):
+    """prefect.yaml deployed through deployments/deploy.py, and process workers on its pool, until exit."""
     import signal
     import subprocess
 
@@ -298,11 +298,17 @@ def deployed_worker(env: dict[str, str], workdir: Path):
     deploy = subprocess.run([sys.executable, "deployments/deploy.py"], cwd=REPO_ROOT, env=env, capture_output=True,
                             text=True, timeout=300)
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
-    with open(workdir / "worker.log", "wb") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "pg-cutover"],
-                                  cwd=workdir, env=env, stdout=log, stderr=log, start_new_session=True)
+    procs = []
+    with contextlib.ExitStack() as stack:
+        for n in range(workers):
+            log = stack.enter_context(open(workdir / ("worker.log" if n == 0 else f"worker{n + 1}.log"), "wb"))
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "prefect", "worker", "start", "--pool", "pg-cutover", "--name", f"worker-{n + 1}"],
+                cwd=workdir, env=env, stdout=log, stderr=log, start_new_session=True))
         try:
-            yield worker
+            yield procs[0] if workers == 1 else procs
         finally:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(30)
+            for proc in procs:
+                os.killpg(proc.pid, signal.SIGTERM)
+            for proc in procs:
+                proc.wait(30)

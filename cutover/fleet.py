@@ -1,0 +1,107 @@
+"""The fleet's bookkeeping without Prefect: one row per target, the summary, and its report."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+FLEET_LIMIT = "pg-cutover-fleet"
+FINAL = ("succeeded", "noop", "dry-run", "rolled back", "failed", "skipped", "cancelled")
+
+
+def host_limit_name(host_key: str) -> str:
+    """The global concurrency limit shared by every cutover on one PostgreSQL host."""
+    return f"pg-host:{host_key}"
+
+
+@dataclass
+class FleetRow:
+    target: str
+    database: str
+    host: str
+    status: str = "queued"
+    revision_before: str = ""
+    revision_after: str = ""
+    started: str = ""
+    finished: str = ""
+    seconds: float | None = None
+    backup_key: str = ""
+    rollback: str = ""
+    flow_run: str = ""
+    note: str = ""
+
+
+def utc() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class FleetBoard:
+    """Rows updated from the threads that run the targets; every change is handed to `publish`."""
+
+    rows: list[FleetRow]
+    publish: object = None  # callable(list[dict]) or None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def update(self, target: str, *, publish: bool = True, **values) -> FleetRow:
+        with self._lock:
+            row = next(r for r in self.rows if r.target == target)
+            for key, value in values.items():
+                setattr(row, key, value)
+            snapshot = self.table()
+        if publish and callable(self.publish):
+            self.publish(snapshot)
+        return row
+
+    def table(self) -> list[dict]:
+        return [asdict(r) for r in self.rows]
+
+    def counts(self) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for row in self.rows:
+            found[row.status] = found.get(row.status, 0) + 1
+        return found
+
+    def failed(self) -> list[FleetRow]:
+        return [r for r in self.rows if r.status in ("rolled back", "failed")]
+
+
+def max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
+    """How many intervals were open at once, at most (an interval ending as another starts does not overlap)."""
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals],
+                    key=lambda e: (e[0], e[1]))
+    best = current = 0
+    for _, delta in events:
+        current += delta
+        best = max(best, current)
+    return best
+
+
+def render_fleet_report(rows: list[FleetRow], *, policy: str, per_host_limit: int, max_parallel: int,
+                        started: str, finished: str, seconds: float, halted_by: str | None) -> str:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.status] = counts.get(row.status, 0) + 1
+    lines = [
+        f"# Fleet cutover: {len(rows)} targets",
+        "",
+        f"Started {started}, finished {finished} ({seconds:.0f} s). Policy `{policy}`, at most {per_host_limit} "
+        f"cutovers per PostgreSQL host and {max_parallel} in all.",
+        "",
+        "Outcome: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + ".",
+    ]
+    if halted_by:
+        lines += ["", f"**Halted** after {halted_by} failed: targets not yet started were skipped."]
+    lines += ["", "| target | database | host | status | revision before | revision after | seconds | backup key "
+              "| rollback | note |", "|---|---|---|---|---|---|---:|---|---|---|"]
+    for r in rows:
+        secs = f"{r.seconds:.1f}" if r.seconds is not None else ""
+        lines.append(f"| {r.target} | {r.database} | {r.host} | {r.status} | {r.revision_before} | {r.revision_after} "
+                     f"| {secs} | {r.backup_key} | {r.rollback} | {r.note.replace('|', '/')} |")
+    failed = [r for r in rows if r.status in ("rolled back", "failed")]
+    if failed:
+        lines += ["", "## Failed targets", ""]
+        lines += [f"- **{r.target}** ({r.database}): {r.note or r.status}; rollback: {r.rollback or 'none'}; "
+                  f"cutover flow run `{r.flow_run}`." for r in failed]
+    return "\n".join(lines) + "\n"

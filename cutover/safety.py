@@ -14,11 +14,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pandas as pd
 import psycopg2
 from psycopg2 import sql
 
 from cutover import db
+from cutover.lazy import pandas as pd
 from cutover.alembic_runner import AlembicRunner
 from cutover.db import ConnInfo
 from cutover.errors import CommandFailed, ConfigError

@@ -108,4 +108,5 @@ def fleet(
     if failed:
         return Failed(message=f"{len(failed)} of {len(inv.targets)} targets did not cut over: {', '.join(failed)} "
                               f"({seconds:.0f} s; see the fleet-report artifact).", data=summary)
-    return Completed(message=f"{len(inv.targets)} targets cut over in {seconds:.0f} s.", data=summary)
+    noun = "target" if len(inv.targets) == 1 else "targets"
+    return Completed(message=f"{len(inv.targets)} {noun} cut over in {seconds:.0f} s.", data=summary)

@@ -94,7 +94,7 @@ def main() -> int:
     env.pop("CUTOVER_S3_BUCKET", None)
     try:
         for name in names:
-            drop(conn, name)
+            db.drop_databases_like(conn, name)
             build_legacy_pilot(name, args.reviews)
         with db.connect(conn, "postgres") as c, c.cursor() as cur:
             cur.execute("SELECT pg_database_size(%s)", (names[0],))
@@ -113,7 +113,7 @@ def main() -> int:
                                                       max(4, args.targets)))
     finally:
         for name in names:
-            drop(conn, name)
+            db.drop_databases_like(conn, name)
     print(f"## Fleet: {args.targets} databases against one ({time.strftime('%Y-%m-%d')})\n")
     print(f"Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, load average "
           f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}. Command: `.venv/bin/python bench/fleet_bench.py "
@@ -127,16 +127,6 @@ def main() -> int:
     print(f"\n{args.targets} took {many / one:.2f}x the time of one (sequentially: {args.targets}x). "
           f"Last lines: `{one_msg}` / `{many_msg}`")
     return 0
-
-
-def drop(conn: ConnInfo, name: str) -> None:
-    from psycopg2 import sql
-
-    with db.connect(conn, "postgres") as c, c.cursor() as cur:
-        cur.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (name + "%",))
-        for (found,) in cur.fetchall():
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (found,))
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(found)))
 
 
 if __name__ == "__main__":

@@ -172,6 +172,15 @@ def rename_database(conn: ConnInfo, old: str, new: str) -> None:
             cur.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(name)))
 
 
+def drop_databases_like(conn: ConnInfo, prefix: str) -> None:
+    """Drop every database whose name starts with prefix (tests and benchmarks clean up with it)."""
+    with connect(conn, "postgres") as c, c.cursor() as cur:
+        cur.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (prefix,))
+        for (name,) in cur.fetchall():
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
 def database_exists_cur(cur, dbname: str) -> bool:
     cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
     return cur.fetchone() is not None

@@ -58,13 +58,14 @@ class FleetBoard:
         return [asdict(r) for r in self.rows]
 
     def counts(self) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for row in self.rows:
-            found[row.status] = found.get(row.status, 0) + 1
-        return found
+        return count_statuses(self.rows)
 
-    def failed(self) -> list[FleetRow]:
-        return [r for r in self.rows if r.status in ("rolled back", "failed")]
+
+def count_statuses(rows: list[FleetRow]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for row in rows:
+        found[row.status] = found.get(row.status, 0) + 1
+    return found
 
 
 def max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
@@ -80,9 +81,7 @@ def max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
 
 def render_fleet_report(rows: list[FleetRow], *, policy: str, per_host_limit: int, max_parallel: int,
                         started: str, finished: str, seconds: float, halted_by: str | None) -> str:
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row.status] = counts.get(row.status, 0) + 1
+    counts = count_statuses(rows)
     lines = [
         f"# Fleet cutover: {len(rows)} targets",
         "",

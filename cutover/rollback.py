@@ -149,30 +149,28 @@ def restore_in_place(pg: PgClient, conn: ConnInfo, database: str, aside: str, du
     checked; if that fails it gets its name back. Dropping `aside` is left to the caller,
     once the restore is verified.
     """
+    return _aside_while(conn, database, aside, f"Restoring {database} from the backup",
+                        lambda: restore_into(pg, conn, database, dump, expected))
+
+
+def swap_in(conn: ConnInfo, database: str, restored: str, failed_name: str) -> None:
+    """Production aside to failed_name, the restored copy into its place; undone if the second rename fails."""
+    _aside_while(conn, database, failed_name, f"Putting the restored copy {restored!r} in place",
+                 lambda: db.rename_database(conn, restored, database))
+
+
+def _aside_while(conn: ConnInfo, database: str, aside: str, what: str, put_in_place):
+    """Production renamed to `aside` while something else takes its name; on failure it gets its name back."""
     db.rename_database(conn, database, aside)
     try:
-        return restore_into(pg, conn, database, dump, expected)
+        return put_in_place()
     except Exception as exc:
         try:
             db.rename_database(conn, aside, database)
             state = f"production was renamed back to {database!r} and is as the cutover left it (not dropped)"
         except Exception:
             state = f"production is intact under {aside!r} (not dropped); rename it back by hand"
-        raise RollbackFailed(f"Restoring {database} from the backup failed ({exc}); {state}.") from None
-
-
-def swap_in(conn: ConnInfo, database: str, restored: str, failed_name: str) -> None:
-    """Production aside to failed_name, the restored copy into its place; undone if the second rename fails."""
-    db.rename_database(conn, database, failed_name)
-    try:
-        db.rename_database(conn, restored, database)
-    except Exception as exc:
-        try:
-            db.rename_database(conn, failed_name, database)
-            state = f"production was renamed back to {database!r} and is as the cutover left it"
-        except Exception:
-            state = f"production is intact under {failed_name!r}; rename it back by hand"
-        raise RollbackFailed(f"Putting the restored copy {restored!r} in place failed ({exc}); {state}.") from None
+        raise RollbackFailed(f"{what} failed ({exc}); {state}.") from None
 
 
 def unique_name(conn: ConnInfo, database: str, role: str) -> str:

@@ -63,16 +63,6 @@ def prefect_api():
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
 
 
-def _drop_like(conn: ConnInfo, prefix: str) -> None:
-    from psycopg2 import sql
-
-    with db.connect(conn, "postgres") as c, c.cursor() as cur:
-        cur.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (prefix + "%",))
-        for (name,) in cur.fetchall():
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-
-
 @pytest.fixture
 def pilot_factory(conn):
     """Builds legacy pilot databases (create_all, no alembic_version) and drops them, scratch copies included."""
@@ -88,7 +78,7 @@ def pilot_factory(conn):
 
     yield build
     for prefix in prefixes:
-        _drop_like(conn, prefix)
+        db.drop_databases_like(conn, prefix)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from cutover import db
+from cutover.alembic_session import AlembicSession
 from cutover.errors import StepFailed
 from cutover.plan import Plan
 from cutover.toolkit import Toolkit
@@ -17,9 +18,9 @@ from tasks.evidence import code_block, publish_markdown
 
 
 @task(name="production-stamp", cache_policy=NO_CACHE, timeout_seconds=3600)
-def stamp_production(kit: Toolkit, plan: Plan) -> str:
-    """4.1."""
-    result = kit.alembic.stamp(plan.database, plan.baseline_rev)
+def stamp_production(kit: Toolkit, plan: Plan, session: AlembicSession | None = None) -> str:
+    """4.1, in the warm interpreter when a `session` for production is given."""
+    result = session.run("stamp", plan.baseline_rev) if session else kit.alembic.stamp(plan.database, plan.baseline_rev)
     revision = db.alembic_revision(kit.conn, plan.database)
     if revision != plan.baseline_rev:
         raise StepFailed(f"Production is at {revision!r} after the stamp, not {plan.baseline_rev!r}.")
@@ -28,9 +29,9 @@ def stamp_production(kit: Toolkit, plan: Plan) -> str:
 
 
 @task(name="production-upgrade", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)
-def upgrade_production(kit: Toolkit, plan: Plan) -> str:
-    """4.2."""
-    result = kit.alembic.upgrade(plan.database, plan.target_rev)
+def upgrade_production(kit: Toolkit, plan: Plan, session: AlembicSession | None = None) -> str:
+    """4.2, in the same warm interpreter as the stamp when a `session` is given."""
+    result = session.run("upgrade", plan.target_rev) if session else kit.alembic.upgrade(plan.database, plan.target_rev)
     get_run_logger().info("Production upgraded to %s in %.1fs", plan.target_rev, result.seconds)
     return result.transcript()
 

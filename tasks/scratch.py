@@ -6,6 +6,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from cutover import db
+from cutover.alembic_session import AlembicSession
 from cutover.errors import StepFailed
 from cutover.backup import StreamedRestore
 from cutover.plan import Plan
@@ -30,24 +31,29 @@ def restore_scratch(kit: Toolkit, plan: Plan, restore: StreamedRestore, expected
 
 
 @task(name="scratch-migrate", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)
-def migrate_scratch(kit: Toolkit, plan: Plan) -> str:
+def migrate_scratch(kit: Toolkit, plan: Plan, session: AlembicSession | None = None) -> str:
     """3.2 and 3.3: stamp (when legacy), upgrade, current; pass when scratch reaches the target.
 
     The three commands share one interpreter (one database, in order, stopping at the first
-    failure); each keeps its own transcript.
+    failure), started ahead of time when a warm `session` is given; each keeps its own transcript.
     """
     commands = ([("stamp", plan.baseline_rev)] if plan.needs_stamp else []) + [("upgrade", plan.target_rev), ("current",)]
     transcripts: list[str] = []
     how = ""
     try:
-        results = kit.alembic.run_many(plan.scratch_db, commands)
+        results = (session.run_many(commands) if session is not None
+                   else kit.alembic.run_many(plan.scratch_db, commands))
         transcripts = [r.transcript() for r in results]
     except Exception as exc:
         transcripts = [r.transcript() for r in getattr(exc, "results", [])]
         transcripts.append(f"FAILED: {exc}")
         raise
     finally:
-        if kit.alembic.driver_argv() is not None and len(commands) > 1:
+        if session is not None and session.warm:
+            how = ("\n\nThe commands ran in order in one interpreter started before they were due "
+                   "(`cutover/alembic_driver.py --serve`, alembic's own command line), each with its own output "
+                   "and exit code below.")
+        elif kit.alembic.driver_argv() is not None and len(commands) > 1:
             how = ("\n\nThe commands ran in order in one interpreter (`cutover/alembic_driver.py`, alembic's own "
                    "command line), each with its own output and exit code below.")
         publish_markdown(

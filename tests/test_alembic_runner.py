@@ -9,6 +9,7 @@ import pytest
 
 from cutover import db
 from cutover.alembic_runner import AlembicRunner
+from cutover.alembic_session import AlembicSession
 from cutover.embedded import EXAMPLE_APP_DIR
 from cutover.errors import CommandFailed
 from cutover.process import Runner
@@ -47,6 +48,48 @@ def test_the_first_failing_command_stops_the_rest_and_keeps_its_output(conn, pil
     assert db.alembic_revision(conn, pilot) == BASELINE  # the stamp stays; the whole upgrade rolled back
 
 
+def test_a_warm_session_runs_each_command_when_sent_with_its_own_transcript(conn, pilot):
+    with AlembicSession(runner(conn), pilot) as session:
+        assert session.warm
+        pid = session.proc.pid
+        stamped = session.run("stamp", BASELINE)
+        assert db.alembic_revision(conn, pilot) == BASELINE  # done when run returns, not at the end
+        upgraded, current = session.run_many([("upgrade", "head"), ("current",)])
+        assert session.proc.pid == pid  # one interpreter for all three
+
+    assert [r.argv[-2:] for r in (stamped, upgraded)] == [["stamp", BASELINE], ["upgrade", "head"]]
+    assert "Running stamp_revision  -> 0001_baseline" in stamped.stderr
+    assert "Running upgrade 0001_baseline -> 0002_brewery_slug" in upgraded.stderr
+    assert "Running upgrade" not in stamped.stderr + current.stderr
+    assert current.stdout.strip() == f"{HEAD} (head)"
+    assert db.alembic_revision(conn, pilot) == HEAD
+    assert session.proc is None  # closed with the `with`
+
+
+def test_a_warm_session_stops_at_the_first_failure_and_keeps_its_output(conn, pilot, broken_alembic_dir):
+    session = AlembicSession(runner(conn, app_dir=broken_alembic_dir), pilot)
+
+    with pytest.raises(CommandFailed, match="alembic upgrade failed with exit code 1: .*division by zero") as failed:
+        session.run_many([("stamp", BASELINE), ("upgrade", "head"), ("current",)])
+
+    assert [r.returncode for r in failed.value.results] == [0, 1]  # `current` never ran
+    assert "division by zero" in failed.value.results[1].transcript()
+    assert db.alembic_revision(conn, pilot) == BASELINE
+    assert session.proc is None  # a failed session is closed, not reused
+
+
+def test_a_killed_warm_interpreter_is_a_failed_command_not_a_hang(conn, pilot):
+    import os
+    import signal
+
+    session = AlembicSession(runner(conn), pilot)
+    os.kill(session.proc.pid, signal.SIGKILL)
+
+    with pytest.raises(CommandFailed, match="alembic stamp was killed by SIGKILL"):
+        session.run("stamp", BASELINE)
+    assert db.alembic_revision(conn, pilot) is None
+
+
 def test_a_wrapped_command_runs_each_alembic_command_as_configured(conn, pilot):
     wrapped = ("env", str(Path(sys.executable).with_name("alembic")))  # as `docker compose exec app alembic` would be
     alembic = runner(conn, command=wrapped)
@@ -58,6 +101,8 @@ def test_a_wrapped_command_runs_each_alembic_command_as_configured(conn, pilot):
     assert results[1].stdout.strip() == BASELINE
     history = alembic.history(pilot)
     assert history.heads == [HEAD] and history.ancestors(HEAD) >= {BASELINE, HEAD}
+    session = AlembicSession(alembic, pilot)  # no warm interpreter for a wrapper: each command as configured
+    assert not session.warm and session.run("current").argv[:2] == list(wrapped)
 
 
 def test_history_and_heads_from_one_process_match_the_script_directory(conn, pilot):

@@ -1,0 +1,186 @@
+"""A warm alembic interpreter for one database, started before its commands are due.
+
+Starting Python with alembic, SQLAlchemy and the app's models takes longer than a
+small migration. The cutover starts one session for the scratch copy and one for
+production while it waits for the write sample (an idle CPU), so when stamp and
+upgrade are due the interpreter is already up. Each command is still sent on its
+own, when its step runs, and comes back with its own transcript, exit code and
+seconds (`alembic_driver.py --serve`). One database per session: apps read their
+database settings once at import.
+
+When the configured alembic is not a plain local one (`AlembicRunner.driver_argv`
+is None: a wrapper or a container), each command runs as its own subprocess, as
+before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+
+from cutover import alembic_driver
+from cutover.alembic_runner import _MARKER_RE, AlembicRunner, resolve_command
+from cutover.errors import CommandFailed
+from cutover.process import CommandResult, exit_status, last_lines, redact
+
+
+class _Stream(threading.Thread):
+    """Reads one of the driver's output streams, splitting it per command at the markers."""
+
+    def __init__(self, pipe, name: str):
+        super().__init__(name=f"alembic-session-{name}", daemon=True)
+        self.pipe = pipe
+        self.sections: dict[int, list[str]] = {}
+        self.ends: dict[int, tuple[int, float]] = {}
+        self.changed = threading.Condition()
+        self.closed = False
+        self.start()
+
+    def run(self) -> None:
+        current: int | None = None
+        try:
+            for line in self.pipe:
+                line = line.rstrip("\n")
+                match = _MARKER_RE.match(line)
+                with self.changed:
+                    if match and match.group(1) == alembic_driver.BEGIN:
+                        current = int(match.group(2))
+                        self.sections[current] = []
+                    elif match:
+                        self.ends[int(match.group(2))] = (int(match.group(3)), float(match.group(4)))
+                        current = None
+                        self.changed.notify_all()
+                    else:  # outside a command (-1): what the interpreter said before or between them
+                        self.sections.setdefault(-1 if current is None else current, []).append(line)
+        except (OSError, ValueError):
+            pass
+        finally:
+            with self.changed:
+                self.closed = True
+                self.changed.notify_all()
+
+    def wait_end(self, index: int, deadline: float) -> bool:
+        with self.changed:
+            while index not in self.ends and not self.closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.changed.wait(min(left, 1.0))
+            return True
+
+    def text(self, index: int) -> str:
+        with self.changed:
+            lines = self.sections.get(index, [])
+            body = "\n".join(lines).strip("\n")
+            return body + ("\n" if body.strip() else "")
+
+
+class AlembicSession:
+    """Alembic commands on one database in a warm interpreter; `run` mirrors `AlembicRunner.run`."""
+
+    def __init__(self, alembic: AlembicRunner, dbname: str):
+        self.alembic = alembic
+        self.dbname = dbname
+        self.shown = resolve_command(alembic.command)
+        self.proc: subprocess.Popen | None = None
+        self.next_index = 0
+        self.failed = False
+        driver = alembic.driver_argv()
+        if driver is None:
+            return
+        try:
+            self.proc = subprocess.Popen(
+                [*driver, "--serve"], cwd=alembic.cwd, env={**os.environ, **alembic._env(dbname)},
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+        except OSError:
+            self.proc = None  # each command then runs on its own and reports its own error
+            return
+        self.out = _Stream(self.proc.stdout, "stdout")
+        self.err = _Stream(self.proc.stderr, "stderr")
+
+    @property
+    def warm(self) -> bool:
+        return self.proc is not None
+
+    def run(self, *args: str) -> CommandResult:
+        """One command; raises CommandFailed on a non-zero exit, with its result kept on the exception."""
+        args = tuple(a.replace("{db}", self.dbname) for a in args)
+        if self.proc is None or self.failed:
+            return self.alembic.run(self.dbname, *args)
+        index, self.next_index = self.next_index, self.next_index + 1
+        label = f"alembic {args[0]}"
+        started = time.monotonic()
+        deadline = started + self.alembic.timeout
+        try:
+            self.proc.stdin.write(json.dumps(list(args)) + "\n")
+            self.proc.stdin.flush()
+        except OSError:
+            pass  # the interpreter is gone: its exit code and output say why, below
+        if not (self.out.wait_end(index, deadline) and self.err.wait_end(index, deadline)):
+            self.close(kill=True)
+            raise CommandFailed(f"{label} did not finish within {self.alembic.timeout:.0f} s and was stopped.",
+                                stderr=redact(self.err.text(index), self.alembic.runner.secrets))
+        secrets = self.alembic.runner.secrets
+        if index in self.out.ends:
+            code, seconds = self.out.ends[index]
+        else:  # the interpreter ended without finishing the command: killed, or alembic not importable
+            code = self.proc.wait(10)
+            code = code if code != 0 else 1
+            seconds = time.monotonic() - started
+        stdout, stderr = self.out.text(index), self.err.text(index)
+        if index not in self.out.sections:  # died before the command started: its whole output says why
+            stderr = "\n".join(self.err.sections.get(-1, [])) or stderr
+        result = CommandResult(argv=[redact(a, secrets) for a in [*self.shown, *args]], returncode=code,
+                               stdout=redact(stdout, secrets), stderr=redact(stderr, secrets), seconds=seconds,
+                               cwd=str(self.alembic.cwd) if self.alembic.cwd else None)
+        if code != 0:
+            self.failed = True
+            self.close()
+            exc = CommandFailed(f"{label} {exit_status(code)}: {last_lines(result.stderr or result.stdout)}",
+                                returncode=code, stderr=result.stderr)
+            exc.result = result  # type: ignore[attr-defined]
+            raise exc
+        return result
+
+    def run_many(self, commands: list[tuple[str, ...]]) -> list[CommandResult]:
+        """In order, stopping at the first failure; like `AlembicRunner.run_many`, `.results` on the exception."""
+        results: list[CommandResult] = []
+        for args in commands:
+            try:
+                results.append(self.run(*args))
+            except CommandFailed as exc:
+                failed = getattr(exc, "result", None)
+                exc.results = results + ([failed] if failed is not None else [])  # type: ignore[attr-defined]
+                raise
+        return results
+
+    def close(self, kill: bool = False) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        try:
+            if kill:
+                proc.kill()
+            else:
+                proc.stdin.close()  # end of input: the driver returns
+        except OSError:
+            pass
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+    def __enter__(self) -> "AlembicSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

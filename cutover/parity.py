@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 import re
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import psycopg2
@@ -517,9 +517,13 @@ _TEXT_SETTINGS = (
 
 
 def _table_stats(
-    cur, tables: list[str], checksum_max_bytes: int
+    cur, tables: list[str], checksum_max_bytes: int, known_rows: dict[str, int] | None = None
 ) -> dict[str, tuple[int | None, int | None, str | None]]:
-    """table -> (rows, total bytes, checksum or None when too big); rows None when the table is missing."""
+    """table -> (rows, total bytes, checksum or None when too big); rows None when the table is missing.
+
+    A table too big to checksum is judged on its exact count; one taken earlier in the same
+    write pause (`known_rows`) is not taken again.
+    """
     out: dict[str, tuple[int | None, int | None, str | None]] = {}
     for table in tables:
         schema, name = table.split(".", 1)
@@ -538,6 +542,8 @@ def _table_stats(
             cur.execute(sql.SQL(_CHECKSUM_SQL).format(ident))
             rows, s1, s2 = cur.fetchone()
             checksum = hashlib.md5(f"{rows}:{s1}:{s2}".encode()).hexdigest()
+        elif known_rows is not None and table in known_rows:
+            rows, checksum = known_rows[table], None
         else:
             cur.execute(sql.SQL("SELECT count(*) FROM {}").format(ident))
             rows, checksum = cur.fetchone()[0], None
@@ -545,8 +551,18 @@ def _table_stats(
     return out
 
 
+def read_data_side(conn: ConnInfo, dbname: str, tables: list[str], *, checksum_max_bytes: int,
+                   known_rows: dict[str, int] | None = None) -> dict:
+    """One side of data parity: table -> (rows, bytes, checksum or None when over the size limit)."""
+    with db.connect(conn, dbname) as c, c.cursor() as cur:
+        # Row text must not depend on either database's or role's defaults.
+        cur.execute(_TEXT_SETTINGS)
+        return _table_stats(cur, tables, checksum_max_bytes, known_rows)
+
+
 def data_parity(
-    conn: ConnInfo, a_db: str, b_db: str, tables: list[str] | None, *, checksum_max_bytes: int
+    conn: ConnInfo, a_db: str, b_db: str, tables: list[str] | None, *, checksum_max_bytes: int,
+    side_a: Future | None = None, known_rows_b: dict[str, int] | None = None,
 ) -> pd.DataFrame:
     """Exact counts for every table, checksums for tables up to checksum_max_bytes (on both sides).
 
@@ -555,21 +571,21 @@ def data_parity(
     gets "skipped (size)" in both checksum cells and is judged on counts alone.
     The checksum is md5 over every row's text, combined order-independently on
     the server (see _CHECKSUM_SQL): it is comparable between two data_parity
-    sides, not with db.table_checksums.
+    sides, not with db.table_checksums. `side_a` is a_db's `read_data_side` for
+    the same tables, already under way (a paused production can be read while its
+    copy is still being restored); `known_rows_b` are b_db's exact counts, taken
+    earlier in the same pause.
     """
     if tables is None:
         tables = sorted(set(db.list_tables(conn, a_db)) | set(db.list_tables(conn, b_db)))
 
-    def read_side(dbname: str) -> dict:
-        with db.connect(conn, dbname) as c, c.cursor() as cur:
-            # Row text must not depend on either database's or role's defaults.
-            cur.execute(_TEXT_SETTINGS)
-            return _table_stats(cur, tables, checksum_max_bytes)
-
     # Both sides at once: each is one server backend reading its own database, so the wait
     # (inside the write-pause window) is the slower side, not the sum.
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="data-parity") as pool:
-        side_a, side_b = pool.submit(read_side, a_db), pool.submit(read_side, b_db)
+        if side_a is None:
+            side_a = pool.submit(read_data_side, conn, a_db, tables, checksum_max_bytes=checksum_max_bytes)
+        side_b = pool.submit(read_data_side, conn, b_db, tables, checksum_max_bytes=checksum_max_bytes,
+                             known_rows=known_rows_b)
         stats_a, stats_b = side_a.result(), side_b.result()
     rows = []
     for table in tables:

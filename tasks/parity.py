@@ -7,6 +7,8 @@ pilot), index health of the restore (amcheck), the SQL the upgrade will run
 
 from __future__ import annotations
 
+from concurrent.futures import Future
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -51,15 +53,34 @@ def _first(df) -> str:
     return f"{row['kind']} {row['object']} {row['property']}"
 
 
-@task(name="data-parity", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)
-def data_parity(kit: Toolkit, plan: Plan) -> dict:
-    """Writes are paused, so production and its scratch copy must hold the same rows."""
+def read_production_side(kit: Toolkit, plan: Plan, pool, counted: dict[str, int] | None = None) -> Future:
+    """Production's half of data parity, read in `pool` beside the scratch restore.
+
+    `counted`: production's exact counts from `row-counts`, taken in the same write pause.
+    """
     limit = kit.settings.parity_checksum_max_mb * 1024 * 1024
-    frame = parity.data_parity(kit.conn, plan.database, plan.scratch_db, plan.tables, checksum_max_bytes=limit)
+    return pool.submit(parity.read_data_side, kit.conn, plan.database, list(plan.tables), checksum_max_bytes=limit,
+                       known_rows=counted)
+
+
+@task(name="data-parity", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)
+def data_parity(kit: Toolkit, plan: Plan, production_side: Future | None = None,
+                scratch_rows: dict[str, int] | None = None) -> dict:
+    """Writes are paused, so production and its scratch copy must hold the same rows.
+
+    `production_side` is production's half (`read_production_side`), started while the
+    scratch copy was still being restored; without it both halves are read now. Tables
+    too big to checksum are compared on exact counts: production's from `row-counts`,
+    scratch's from `scratch-restore` (`scratch_rows`), not counted a second time.
+    """
+    limit = kit.settings.parity_checksum_max_mb * 1024 * 1024
+    frame = parity.data_parity(kit.conn, plan.database, plan.scratch_db, plan.tables, checksum_max_bytes=limit,
+                               side_a=production_side, known_rows_b=scratch_rows)
     frame = frame.rename(columns={"rows_a": "rows production", "rows_b": "rows scratch",
                                   "checksum_a": "checksum production", "checksum_b": "checksum scratch"})
     publish_table(plan.database, "data-parity", parity.df_to_rows(frame),
-                  f"Production vs scratch: exact row counts; checksums of every row for tables up to "
+                  f"Production vs scratch: exact row counts (for larger tables, those of row-counts and "
+                  f"scratch-restore); checksums of every row for tables up to "
                   f"{kit.settings.parity_checksum_max_mb} MB")
     bad = frame[~frame["equal"]]
     if len(bad):

@@ -8,6 +8,7 @@ that says whether production was touched and where its backup is.
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled
 
 from cutover import db
+from cutover.alembic_session import AlembicSession
 from cutover.manifest import Manifest, RunRecorder
 from cutover.rollback import run_lock_name
 from cutover.errors import PreflightError, StepFailed
@@ -33,6 +35,7 @@ from tasks.parity import (
     blocking_sessions,
     build_baseline,
     data_parity,
+    read_production_side,
     schema_parity,
     scratch_amcheck,
     scratch_fingerprint,
@@ -179,6 +182,8 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
     mirroring = None
     restoring = None
     stopped_backend = False
+    sessions: list[AlembicSession] = []
+    beside = ThreadPoolExecutor(1, thread_name_prefix="beside-restore")
     # Work that needs no production state runs beside the critical path from the start.
     baseline_build = build_baseline.submit(kit, pg, plan) if plan.needs_stamp and not plan.at_target else None
     rendering = upgrade_sql.submit(kit, plan) if settings.lint != "off" and not plan.at_target else None
@@ -190,6 +195,14 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
             rec.finish("noop")
             progress.complete()
             return _summary(rec)
+
+        # The alembic interpreters for scratch and production start now, while the write sample
+        # waits: by the time their commands are due, Python and the app's imports are paid for.
+        scratch_alembic = AlembicSession(kit.alembic, plan.scratch_db)
+        sessions.append(scratch_alembic)
+        prod_alembic = AlembicSession(kit.alembic, plan.database) if not dry_run else None
+        if prod_alembic is not None:
+            sessions.append(prod_alembic)
 
         # 1. Writes paused, checked rather than assumed (and enforced with CUTOVER_WRITE_FREEZE=stop-service)
         with rec.step("writes-paused") as step:
@@ -213,6 +226,9 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
             backup, restoring = full_backup(pg, plan, settings.dump_compression or None)
             rec.update(backup=backup)
             step.detail = {"summary": "scratch restore fed from the backup file while it was written"}
+        # Production is paused and now backed up: its half of data parity is read while the
+        # scratch copy is still being restored, so only scratch's half is left in the window.
+        production_side = read_production_side(kit, plan, beside, rec.manifest.row_counts)
         with rec.step("backup-schema"):
             backup.schema_path = schema_snapshot(pg, plan)
             rec.update(backup=backup)
@@ -225,16 +241,22 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
 
         # 3. Schema parity: dry run on a scratch clone restored from the backup
         with rec.step("scratch-restore") as step:
-            restore_scratch(kit, plan, restoring, rec.manifest.row_counts)
+            scratch_rows = restore_scratch(kit, plan, restoring, rec.manifest.row_counts)
             restoring = None
             step.detail = {"summary": "waited for the streamed restore, then compared row counts"}
-        with rec.step("data-parity") as step:
-            result = data_parity(kit, plan)
-            step.detail = {"summary": f"{result['tables']} tables equal ({result['checksummed']} checksummed)"}
+        # Both read the restored copy only: amcheck runs beside data parity.
+        amcheck = scratch_amcheck.submit(kit, plan)
+        try:
+            with rec.step("data-parity") as step:
+                result = data_parity(kit, plan, production_side, scratch_rows)
+                step.detail = {"summary": f"{result['tables']} tables equal ({result['checksummed']} checksummed)"}
+        finally:
+            amcheck.wait()
         with rec.step("scratch-amcheck") as step:
-            step.detail = {"summary": f"{scratch_amcheck(kit, plan)['checked']} indexes checked"}
+            step.detail = {"summary": f"{amcheck.result()['checked']} indexes checked (beside data-parity)"}
         with rec.step("scratch-migrate"):
-            migrate_scratch(kit, plan)
+            migrate_scratch(kit, plan, scratch_alembic)
+            scratch_alembic.close()
             scratch_schema = scratch_fingerprint(kit, plan)
         if mirroring is not None:
             pending, mirroring = mirroring, None
@@ -279,11 +301,11 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
         transcripts = []
         if plan.needs_stamp:
             with rec.step("production-stamp"):
-                transcripts.append(stamp_production(kit, plan))
+                transcripts.append(stamp_production(kit, plan, prod_alembic))
         else:
             rec.skip("production-stamp", f"already at {plan.revision_before}")
         with rec.step("production-upgrade"):
-            transcripts.append(upgrade_production(kit, plan))
+            transcripts.append(upgrade_production(kit, plan, prod_alembic))
         with rec.step("production-current"):
             rec.update(revision_after=production_current(kit, plan, transcripts))
 
@@ -312,6 +334,9 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
             log.warning("Scratch copy %s kept for inspection.", rec.manifest.scratch_db)
         raise
     finally:
+        for session in sessions:
+            session.close()
+        beside.shutdown(wait=True, cancel_futures=True)
         # 5.4 Record migration evidence, whatever the outcome.
         publish_report(rec.manifest, plan.run_dir, store if rec.manifest.offsite else None)
 
@@ -376,11 +401,17 @@ def _validate(rec: RunRecorder, kit: Toolkit, plan, pg, *, at_target: bool, scra
     with rec.step(name) as step:
         if at_target:
             production_current(kit, plan, [])
-        service_status(kit, plan)
-        rows = api_health(kit, plan)
-        tables = db_objects(kit, plan, pg, compare_with_scratch=not at_target)
+        # Independent read-only checks, side by side; every one is waited for, the first failure raised.
+        checks = [service_status.submit(kit, plan), api_health.submit(kit, plan),
+                  db_objects.submit(kit, plan, pg, compare_with_scratch=not at_target)]
         if scratch_schema is not None:
-            schema_parity(kit, plan, scratch_schema)
+            checks.append(schema_parity.submit(kit, plan, scratch_schema))
+        for check in checks:
+            check.wait()
+        failed = next((check for check in checks if not check.state.is_completed()), None)
+        if failed is not None:
+            failed.result()  # raises the check's own error
+        rows, tables = checks[1].result(), checks[2].result()
         step.detail = {"summary": f"{len(rows)} health paths OK, {len(tables)} tables"
                        + (", schema equal to the upgraded scratch copy" if scratch_schema is not None else "")}
 

@@ -12,7 +12,7 @@ from cutover.pgtools import PgClient
 from cutover.plan import Plan, make_plan
 from cutover.storage import S3Store, StorageError
 from cutover.toolkit import Toolkit
-from cutover.writes import first_reading
+from cutover.writes import first_reading, take_early_reading
 from tasks.evidence import retry_on_connection_error
 
 
@@ -22,9 +22,13 @@ def preflight(kit: Toolkit, baseline_rev: str | None, target_rev: str | None,
               store: S3Store | None = None) -> tuple[Plan, PgClient, S3Store | None]:
     """Returns the store to mirror to: None when mirroring is off, or optional and unreachable."""
     settings = kit.settings
-    # The writes-paused sample starts here, so its wait overlaps preflight (see cutover.writes);
+    # The writes-paused sample starts here, so its wait overlaps preflight (see cutover.writes),
+    # or earlier, when `cutover run` read the counters of this database before importing Prefect;
     # when the run stops the backend itself, only writes after that stop count.
-    reading = first_reading(kit.conn, settings.postgres_db) if settings.write_freeze == "check" else None
+    reading = None
+    if settings.write_freeze == "check":
+        reading = (take_early_reading(kit.conn, settings.postgres_db)
+                   or first_reading(kit.conn, settings.postgres_db))
     with ThreadPoolExecutor(1, thread_name_prefix="preflight-s3") as pool:
         # The bucket check is a network round trip: it runs beside the database and alembic checks.
         bucket = pool.submit(store.check_bucket) if store is not None else None

@@ -5,39 +5,66 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from cutover.errors import ConfigError, CutoverError
+
+if TYPE_CHECKING:
+    from cutover.settings import Settings
 
 
 def _run(args: argparse.Namespace) -> int:
     from cutover.settings import load_settings
+    from cutover.tempserver import temporary_server
 
-    load_settings()  # a bad setting is reported before Prefect starts
+    settings = load_settings()  # a bad setting is reported before Prefect starts
     if not args.dry_run and not (args.approved_by and args.confirm_checklist):
         # On the command line nobody can answer the UI's form: approval comes as flags.
         raise ConfigError("cutover run needs --approved-by NAME and --confirm-checklist (or --dry-run); "
                           "to answer the checklist form instead, run the cutover deployment from the Prefect UI.")
-    from prefect.exceptions import CancelledRun
+    # Before Prefect is imported (1.5-5 s with its start-up): with no Prefect API configured, the
+    # temporary server boots meanwhile (cutover.tempserver), and the writes-paused sample starts now.
+    with temporary_server() as server:
+        _early_write_reading(settings)
+        from prefect.exceptions import CancelledRun
 
-    from flows.cutover import cutover
-    from tasks.checklist import Checklist
+        from flows.cutover import cutover
+        from tasks.checklist import Checklist
 
-    checklist = Checklist.all_confirmed() if args.confirm_checklist else Checklist()
-    try:
-        summary = cutover(
-            baseline_rev=args.baseline_rev,
-            target_rev=args.target_rev,
-            dry_run=args.dry_run,
-            cleanup_scratch=not args.keep_scratch,
-            approved_by=args.approved_by,
-            ticket=args.ticket,
-            checklist=checklist,
-        )
-    except CancelledRun as exc:  # deferred (window) or not approved: nothing was changed
-        print(f"cutover: {exc}", file=sys.stderr)
-        return 3
+        if server is not None:
+            server.wait_until_healthy()
+        checklist = Checklist.all_confirmed() if args.confirm_checklist else Checklist()
+        try:
+            summary = cutover(
+                baseline_rev=args.baseline_rev,
+                target_rev=args.target_rev,
+                dry_run=args.dry_run,
+                cleanup_scratch=not args.keep_scratch,
+                approved_by=args.approved_by,
+                ticket=args.ticket,
+                checklist=checklist,
+            )
+        except CancelledRun as exc:  # deferred (window) or not approved: nothing was changed
+            print(f"cutover: {exc}", file=sys.stderr)
+            return 3
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _early_write_reading(settings: "Settings") -> None:
+    """The writes-paused sample's first counter reading, for the flow's preflight (cutover.writes).
+
+    The same server and user as Toolkit.from_settings, without importing the toolkit's modules, and
+    a short connect timeout: when the reading fails nothing is kept and preflight takes its own.
+    """
+    if settings.write_freeze != "check":
+        return
+    from cutover.db import ConnInfo
+    from cutover.writes import remember_early_reading
+
+    conn = ConnInfo(host=settings.postgres_host, port=settings.postgres_port, user=settings.postgres_user,
+                    password=settings.password, connect_timeout=3)
+    remember_early_reading(conn, settings.postgres_db)
 
 
 def _rollback(args: argparse.Namespace) -> int:

@@ -88,6 +88,7 @@ class AlembicSession:
         self.proc: subprocess.Popen | None = None
         self.next_index = 0
         self.failed = False
+        self._ended: subprocess.Popen | None = None  # closed, not yet reaped
         driver = alembic.driver_argv()
         if driver is None:
             return
@@ -157,17 +158,32 @@ class AlembicSession:
                 raise
         return results
 
-    def close(self, kill: bool = False) -> None:
-        proc, self.proc = self.proc, None
+    def close(self, kill: bool = False, wait: bool = True) -> None:
+        """End the session: end of input (the driver returns), or kill. `wait=False` leaves the
+        interpreter's own exit (a few tenths of a second) off the caller's path; `reap` collects it."""
+        proc = self.proc
         if proc is None:
             return
+        self.proc = None
+        self._ended = proc
         try:
             if kill:
                 proc.kill()
             else:
-                proc.stdin.close()  # end of input: the driver returns
+                proc.stdin.close()
         except OSError:
             pass
+        if wait:
+            self.reap()
+
+    def reap(self) -> None:
+        """Wait for an ended session's interpreter to exit (kill it after 5 s) and close its pipes."""
+        if self.proc is not None:
+            self.close()
+            return
+        proc, self._ended = self._ended, None
+        if proc is None:
+            return
         try:
             proc.wait(5)
         except subprocess.TimeoutExpired:
@@ -183,4 +199,4 @@ class AlembicSession:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.close()
+        self.reap()

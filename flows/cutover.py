@@ -256,7 +256,7 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
             step.detail = {"summary": f"{amcheck.result()['checked']} indexes checked (beside data-parity)"}
         with rec.step("scratch-migrate"):
             migrate_scratch(kit, plan, scratch_alembic)
-            scratch_alembic.close()
+            scratch_alembic.close(wait=False)  # its exit is collected at the end, off the path
             scratch_schema = scratch_fingerprint(kit, plan)
         if mirroring is not None:
             pending, mirroring = mirroring, None
@@ -335,7 +335,7 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
         raise
     finally:
         for session in sessions:
-            session.close()
+            session.reap()
         beside.shutdown(wait=True, cancel_futures=True)
         # 5.4 Record migration evidence, whatever the outcome.
         publish_report(rec.manifest, plan.run_dir, store if rec.manifest.offsite else None)

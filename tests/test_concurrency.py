@@ -22,7 +22,9 @@ from tests.helpers import data_fingerprint
 def test_two_cutovers_started_together_exactly_one_proceeds(prefect_api, conn, pilot, cutover_env):
     from prefect.settings import PREFECT_API_URL
 
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    # A write sample longer than a whole 5 MB cutover: whichever takes the lock holds it for at least
+    # 8 s from its start, so on a loaded machine the other cannot arrive after it has finished (a noop).
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "CUTOVER_WRITE_SAMPLE_SECONDS": "8"}
     argv = [sys.executable, "-m", "cutover.cli", "run", "--approved-by", "alice", "--confirm-checklist"]
     procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]

@@ -24,8 +24,8 @@ def _run(args: argparse.Namespace) -> int:
                           "to answer the checklist form instead, run the cutover deployment from the Prefect UI.")
     # Before Prefect is imported (1.5-5 s with its start-up): with no Prefect API configured, the
     # temporary server boots meanwhile (cutover.tempserver), and the writes-paused sample starts now.
-    with temporary_server() as server:
-        _early_write_reading(settings)
+    with temporary_server() as server, _early_baseline(settings, args.baseline_rev,
+                                                        reachable=_early_write_reading(settings)):
         from prefect.exceptions import CancelledRun
 
         from flows.cutover import cutover
@@ -51,20 +51,44 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _early_write_reading(settings: "Settings") -> None:
+def _early_write_reading(settings: "Settings") -> bool:
     """The writes-paused sample's first counter reading, for the flow's preflight (cutover.writes).
 
     The same server and user as Toolkit.from_settings, without importing the toolkit's modules, and
     a short connect timeout: when the reading fails nothing is kept and preflight takes its own.
+    True when the database answered.
     """
     if settings.write_freeze != "check":
-        return
+        return False
     from cutover.db import ConnInfo
     from cutover.writes import remember_early_reading
 
     conn = ConnInfo(host=settings.postgres_host, port=settings.postgres_port, user=settings.postgres_user,
                     password=settings.password, connect_timeout=3)
-    remember_early_reading(conn, settings.postgres_db)
+    return remember_early_reading(conn, settings.postgres_db) is not None
+
+
+def _early_baseline(settings: "Settings", baseline_rev: str | None, *, reachable: bool):
+    """The baseline built from nothing, in a thread while Prefect is imported (cutover.early).
+
+    Only when the database answered the early reading and the revision is well-formed: anything
+    else is left to the flow's preflight, which reports it.
+    """
+    import contextlib
+
+    from cutover.settings import check_revision
+
+    revision = baseline_rev or settings.baseline_rev
+    try:
+        if not (reachable and revision):
+            return contextlib.nullcontext()
+        check_revision(revision)
+    except ValueError:
+        return contextlib.nullcontext()
+    from cutover.early import baseline_build
+    from cutover.toolkit import Toolkit
+
+    return baseline_build(Toolkit.from_settings(settings).alembic, settings.postgres_db, revision)
 
 
 def _rollback(args: argparse.Namespace) -> int:

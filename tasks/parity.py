@@ -12,7 +12,7 @@ from concurrent.futures import Future
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from cutover import parity, safety
+from cutover import early, parity, safety
 from cutover.errors import StepFailed
 from cutover.pgtools import PgClient
 from cutover.plan import Plan, derived_name
@@ -24,7 +24,14 @@ MAX_SQL_CHARS = 60_000  # an artifact is for reading; the whole SQL is in the mi
 
 @task(name="baseline-build", cache_policy=NO_CACHE, timeout_seconds=1800)
 def build_baseline(kit: Toolkit, pg: PgClient, plan: Plan) -> dict:
-    """The baseline from nothing: a new empty database upgraded to BASELINE_REV, fingerprinted, dropped."""
+    """The baseline from nothing: a new empty database upgraded to BASELINE_REV, fingerprinted, dropped.
+
+    `cutover run` may have built it already while it imported Prefect (cutover.early).
+    """
+    built = early.take_baseline(kit.alembic, plan.baseline_rev)
+    if built is not None:
+        get_run_logger().info("Baseline %s built from nothing while the command started.", plan.baseline_rev)
+        return built
     return parity.build_baseline_fingerprint(kit.conn, pg, kit.alembic, plan.baseline_rev,
                                              derived_name(plan.database, "baseline", plan.timestamp))
 

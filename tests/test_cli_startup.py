@@ -19,6 +19,7 @@ import pytest
 from cutover import db
 from cutover.tempserver import LOG_NAME
 from cutover.writes import FLUSH_BEAT, remember_early_reading, sample_writes, take_early_reading
+from tests.helpers import databases_like
 
 
 @pytest.fixture
@@ -79,7 +80,30 @@ def _processes_with(prefect_home: Path) -> list[str]:
     return found
 
 
-def test_cli_starts_and_stops_its_own_temporary_server(cutover_env, pilot, tmp_path):
+def test_the_early_baseline_is_taken_only_for_the_same_inputs_and_only_when_it_was_built(conn):
+    from cutover import early, parity
+    from cutover.alembic_runner import AlembicRunner
+    from cutover.embedded import EXAMPLE_APP_DIR
+    from cutover.process import Runner
+    from tests.conftest import BASELINE
+
+    alembic = AlembicRunner(["alembic"], EXAMPLE_APP_DIR, conn, Runner())
+    database = f"early_{uuid.uuid4().hex[:8]}"
+    try:
+        with early.baseline_build(alembic, database, BASELINE):
+            assert early.take_baseline(alembic, "0002_brewery_slug") is None  # another revision: not this one
+            built = early.take_baseline(alembic, BASELINE)
+            assert early.take_baseline(alembic, BASELINE) is None  # handed out once
+        direct = parity.build_baseline_fingerprint(conn, None, alembic, BASELINE, f"{database}_direct")
+        assert built == direct and "public.beers" in built["table"]
+
+        with early.baseline_build(alembic, database, "0009_unknown"):  # fails: the flow builds its own
+            assert early.take_baseline(alembic, "0009_unknown") is None
+    finally:
+        assert databases_like(conn, database) == []  # every early build dropped its database
+
+
+def test_cli_starts_and_stops_its_own_temporary_server(cutover_env, conn, pilot, tmp_path):
     prefect_home = tmp_path / "prefect-home"
     env = {name: value for name, value in os.environ.items() if name != "PREFECT_API_URL"}
     env.update(PREFECT_HOME=str(prefect_home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
@@ -106,6 +130,10 @@ def test_cli_starts_and_stops_its_own_temporary_server(cutover_env, pilot, tmp_p
         (sample_end,) = evidence.execute("SELECT end_time FROM task_run WHERE flow_run_id = ? AND name LIKE "
                                          "'writes-paused-%'", (run_id,)).fetchone()
     assert len(artifacts) >= 3, artifacts
+    # The baseline was built while the command imported Prefect, taken by the flow, and its
+    # database dropped: nothing of it is left.
+    assert "built from nothing while the command started" in proc.stderr, proc.stderr[-3000:]
+    assert databases_like(conn, f"{pilot}_baseline") == []
 
     # The writes sample began before the flow run did: with the reading the command took before
     # importing Prefect (the task's end is later than the sample's, so this errs towards failing).

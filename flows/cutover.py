@@ -22,6 +22,7 @@ from cutover.manifest import Manifest, RunRecorder
 from cutover.rollback import run_lock_name
 from cutover.errors import PreflightError, StepFailed
 from cutover.inventory import Target
+from cutover.lazy import pandas, preload
 from cutover.storage import S3Store
 from cutover.toolkit import Toolkit
 from cutover.window import Window, check_production, check_start
@@ -127,6 +128,7 @@ def cutover(
         target: Another database than the worker's POSTGRES_DB (set by the fleet flow): its settings over the worker's; a password by reference only.
     """
     log = get_run_logger()
+    preload(pandas)  # first needed by baseline parity; imported while preflight waits
     settings = target_settings(target)
     kit = Toolkit.from_settings(settings)
     window = Window.resolve(_scheduled_start(), settings.window_end, window_minutes or settings.window_minutes)

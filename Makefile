@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test bench install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("pg-cutover needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -20,6 +20,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# issue 8's benchmark: the runbook by hand against `cutover run` on a 1 GB pilot (see BENCHMARKS.md)
+bench: $(STAMP)
+	$(BIN)/python bench/cutover_bench.py --size-mb 1000 --pairs 3
 
 clean:
 	rm -rf $(VENV) .demo backups

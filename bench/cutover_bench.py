@@ -572,8 +572,9 @@ class LoadSampler:
         busy = statistics.median(values) > 1.0 + 0.25 * cores  # more than this benchmark's own share
         return (f"Load average (1 min) during the runs: min {values[0]:.2f}, median {statistics.median(values):.2f}, "
                 f"max {values[-1]:.2f} on {cores} cores"
-                + ("; other work (other engineers' tests) was running at the same time, so absolute times are "
-                   "inflated and the per-round ratios are the figures to read." if busy else "."))
+                + ("; above this benchmark's usual share, so other work may have been running (the run's own "
+                   "PostgreSQL, moto, Prefect and API processes count too): the per-round ratios are the "
+                   "figures to read." if busy else "."))
 
 
 LOAD = LoadSampler()

@@ -24,8 +24,8 @@ def _run(args: argparse.Namespace) -> int:
                           "to answer the checklist form instead, run the cutover deployment from the Prefect UI.")
     # Before Prefect is imported (1.5-5 s with its start-up): with no Prefect API configured, the
     # temporary server boots meanwhile (cutover.tempserver), and the writes-paused sample starts now.
-    with temporary_server() as server, _early_work(settings, args.baseline_rev,
-                                                    reachable=_early_write_reading(settings)):
+    with temporary_server() as server, _early_baseline(settings, args.baseline_rev,
+                                                        reachable=_early_write_reading(settings)):
         from prefect.exceptions import CancelledRun
 
         from flows.cutover import cutover
@@ -68,21 +68,27 @@ def _early_write_reading(settings: "Settings") -> bool:
     return remember_early_reading(conn, settings.postgres_db) is not None
 
 
-def _early_work(settings: "Settings", baseline_rev: str | None, *, reachable: bool):
-    """The revision graph and the baseline built from nothing, in threads while Prefect is imported
-    (cutover.early). The baseline only when the database answered the early reading and the revision
-    is well-formed: anything else is left to the flow's preflight, which reports it."""
-    from cutover.early import started
+def _early_baseline(settings: "Settings", baseline_rev: str | None, *, reachable: bool):
+    """The baseline built from nothing, in a thread while Prefect is imported (cutover.early).
+
+    Only when the database answered the early reading and the revision is well-formed: anything
+    else is left to the flow's preflight, which reports it.
+    """
+    import contextlib
+
     from cutover.settings import check_revision
-    from cutover.toolkit import Toolkit
 
     revision = baseline_rev or settings.baseline_rev
     try:
-        if revision:
-            check_revision(revision)
+        if not (reachable and revision):
+            return contextlib.nullcontext()
+        check_revision(revision)
     except ValueError:
-        revision = None
-    return started(Toolkit.from_settings(settings).alembic, settings.postgres_db, revision if reachable else None)
+        return contextlib.nullcontext()
+    from cutover.early import baseline_build
+    from cutover.toolkit import Toolkit
+
+    return baseline_build(Toolkit.from_settings(settings).alembic, settings.postgres_db, revision)
 
 
 def _rollback(args: argparse.Namespace) -> int:

@@ -1,18 +1,14 @@
-"""Work `cutover run` starts before it imports Prefect, for the flow to pick up.
+"""The baseline built from nothing, started by `cutover run` before it imports Prefect.
 
 The command spends 1.5 s importing Prefect and the flows, and with no Prefect API
-configured up to 3 s more waiting for its temporary server. Two things the flow needs
-first depend on neither, only on the server, the migrations and the baseline revision:
-
-- the revision graph (`alembic history` + `heads`, read from the script directory;
-  no database is opened), which preflight checks the revisions against;
-- the baseline built from nothing (a new empty database upgraded to the baseline,
-  fingerprinted, dropped), which baseline parity compares the pilot against.
-
-`cutover run` starts both in threads meanwhile. The flow takes each when it was made
-for the same server, alembic command, migrations directory (and database or
-revision), and does its own otherwise, also when the early one failed: errors are then
-reported by the flow in its usual words.
+configured up to 3 s more waiting for its temporary server. The baseline that
+baseline parity compares the pilot against needs neither: it depends only on the
+server, the migrations and the baseline revision. `cutover run` builds it in a
+thread meanwhile (a new empty database upgraded to the baseline, fingerprinted,
+dropped), and the flow's `baseline-build` task takes the result when it was built
+from the same server, alembic command, migrations directory and revision. In any
+other case, and when this early build failed, the task builds its own, so errors
+are reported by the flow in its usual words.
 """
 
 from __future__ import annotations
@@ -28,11 +24,12 @@ from pathlib import Path
 from cutover.alembic_runner import AlembicRunner
 
 _lock = threading.Lock()
-_pending: dict[str, tuple[tuple, Future]] = {}
+_pending: tuple[tuple, Future] | None = None
 
 
-def _key(alembic: AlembicRunner, detail: str) -> tuple:
-    return (alembic.conn.host, alembic.conn.port, tuple(alembic.command), str(Path(alembic.cwd).resolve()), detail)
+def _key(alembic: AlembicRunner, baseline_rev: str) -> tuple:
+    return (alembic.conn.host, alembic.conn.port, tuple(alembic.command), str(Path(alembic.cwd).resolve()),
+            baseline_rev)
 
 
 def _name(database: str) -> str:
@@ -44,45 +41,35 @@ def _name(database: str) -> str:
 
 
 @contextmanager
-def started(alembic: AlembicRunner, database: str, baseline_rev: str | None) -> Iterator[None]:
-    """Read the revision graph and (with a baseline revision) build the baseline in threads while the
-    body runs; on exit wait for both (the baseline's database is dropped whatever happened)."""
+def baseline_build(alembic: AlembicRunner, database: str, baseline_rev: str | None) -> Iterator[None]:
+    """Build the baseline in a thread while the body runs; on exit wait for it (its database is dropped)."""
+    global _pending
+    if not baseline_rev:
+        yield
+        return
     from cutover import parity
 
-    pool = ThreadPoolExecutor(2, thread_name_prefix="early")
+    pool = ThreadPoolExecutor(1, thread_name_prefix="early-baseline")
+    future = pool.submit(parity.build_baseline_fingerprint, alembic.conn, None, alembic, baseline_rev,
+                         _name(database))
     with _lock:
-        _pending["history"] = (_key(alembic, database), pool.submit(alembic.history, database))
-        if baseline_rev:
-            _pending["baseline"] = (_key(alembic, baseline_rev),
-                                    pool.submit(parity.build_baseline_fingerprint, alembic.conn, None, alembic,
-                                                baseline_rev, _name(database)))
+        _pending = (_key(alembic, baseline_rev), future)
     try:
         yield
     finally:
         with _lock:
-            _pending.clear()
+            _pending = None
         pool.shutdown(wait=True)
 
 
-def _take(kind: str, key: tuple) -> Future | None:
-    with _lock:
-        entry = _pending.get(kind)
-        if entry is None or entry[0] != key:
-            return None
-        del _pending[kind]
-        return entry[1]
-
-
-def take_history(alembic: AlembicRunner, database: str) -> Future | None:
-    """The early `alembic history` + `heads` of this database's alembic, under way or done; once."""
-    return _take("history", _key(alembic, database))
-
-
 def take_baseline(alembic: AlembicRunner, baseline_rev: str):
-    """The early baseline's fingerprint if it was built for the same inputs and succeeded; else None. Once."""
-    future = _take("baseline", _key(alembic, baseline_rev))
-    if future is None:
-        return None
+    """The early build's fingerprint if it was built for the same inputs and succeeded; else None. Once."""
+    global _pending
+    with _lock:
+        if _pending is None or _pending[0] != _key(alembic, baseline_rev):
+            return None
+        _, future = _pending
+        _pending = None
     try:
         return future.result()
     except Exception:

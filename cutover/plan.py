@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from cutover import db, early
+from cutover import db
 from cutover.errors import PreflightError
 from cutover.pgtools import PgClient
 from cutover.settings import check_revision
@@ -106,11 +106,9 @@ def make_plan(kit: Toolkit, baseline_rev: str | None, target_rev: str | None) ->
     check_alembic_dir(kit)
 
     database = settings.postgres_db
-    # Reading the script directory is an interpreter start: it runs while the server is probed,
-    # unless `cutover run` started it before importing Prefect (cutover.early).
+    # Reading the script directory is an interpreter start: it runs while the server is probed.
     with ThreadPoolExecutor(1, thread_name_prefix="alembic-graph") as pool:
-        ahead = early.take_history(kit.alembic, database)
-        graph = ahead or pool.submit(kit.alembic.history, database)
+        graph = pool.submit(kit.alembic.history, database)
         try:
             server_num = db.probe(kit.conn, database)
             server_major = server_num // 10000
@@ -118,12 +116,7 @@ def make_plan(kit: Toolkit, baseline_rev: str | None, target_rev: str | None) ->
         except BaseException:
             graph.cancel()
             raise
-        try:
-            history = graph.result()
-        except Exception:
-            if graph is not ahead:
-                raise
-            history = kit.alembic.history(database)  # the early read failed: again, for the error's own words
+        history = graph.result()
     if not history.parents:
         raise PreflightError(f"CUTOVER_ALEMBIC_DIR={str(settings.alembic_dir)!r}: `alembic history` listed no revisions.")
     if not history.knows(baseline):

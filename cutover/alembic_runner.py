@@ -92,7 +92,8 @@ class AlembicRunner:
     timeout: float = 1800
     pgoptions: str | None = None  # lock_timeout / statement_timeout for every session the migrations open
 
-    def _env(self, dbname: str) -> dict[str, str]:
+    def env(self, dbname: str) -> dict[str, str]:
+        """What a command on dbname gets in its environment: the target's POSTGRES_* (and PGOPTIONS)."""
         env = {
             "POSTGRES_HOST": self.conn.host,
             "POSTGRES_PORT": str(self.conn.port),
@@ -108,7 +109,7 @@ class AlembicRunner:
     def run(self, dbname: str, *args: str) -> CommandResult:
         argv = [part.replace("{db}", dbname) for part in resolve_command(self.command)] + list(args)
         return self.runner.run(
-            argv, timeout=self.timeout, env_extra=self._env(dbname), cwd=self.cwd, what=f"alembic {args[0]}"
+            argv, timeout=self.timeout, env_extra=self.env(dbname), cwd=self.cwd, what=f"alembic {args[0]}"
         )
 
     def stamp(self, dbname: str, rev: str) -> CommandResult:
@@ -173,7 +174,7 @@ class AlembicRunner:
         argv = list(driver)
         for i, args in enumerate(commands):
             argv += ([alembic_driver.SEPARATOR] if i else []) + [a.replace("{db}", dbname) for a in args]
-        whole = self.runner.run(argv, timeout=self.timeout * len(commands), env_extra=self._env(dbname),
+        whole = self.runner.run(argv, timeout=self.timeout * len(commands), env_extra=self.env(dbname),
                                 cwd=self.cwd, check=False, what="alembic " + " + ".join(c[0] for c in commands))
         shown = resolve_command(self.command)
         results = _split_driver_output(whole, [shown + list(args) for args in commands])
@@ -193,36 +194,51 @@ class AlembicRunner:
         return results
 
 
-def _sections(text: str) -> tuple[dict[int, str], dict[int, tuple[int, float]]]:
-    """Per-command output between the driver's markers, and each command's (exit code, seconds)."""
-    sections: dict[int, list[str]] = {}
-    ends: dict[int, tuple[int, float]] = {}
-    current: int | None = None
-    for line in text.splitlines():
+class DriverOutput:
+    """One of the driver's output streams, split per command at its markers, fed a line at a time.
+
+    Lines outside any command (what the interpreter said before the first, or between them)
+    are kept under -1.
+    """
+
+    def __init__(self) -> None:
+        self.sections: dict[int, list[str]] = {}
+        self.ends: dict[int, tuple[int, float]] = {}  # index -> (exit code, seconds)
+        self._current: int | None = None
+
+    def feed(self, line: str) -> bool:
+        """Take one line; True when it ended a command."""
         match = _MARKER_RE.match(line)
-        if match:
-            index = int(match.group(2))
-            if match.group(1) == alembic_driver.BEGIN:
-                current = index
-                sections[index] = []
-            else:
-                ends[index] = (int(match.group(3)), float(match.group(4)))
-                current = None
-            continue
-        if current is not None:
-            sections[current].append(line)
-    return {i: "\n".join(lines).strip("\n") + ("\n" if "".join(lines).strip() else "")
-            for i, lines in sections.items()}, ends
+        if match and match.group(1) == alembic_driver.BEGIN:
+            self._current = int(match.group(2))
+            self.sections[self._current] = []
+        elif match:
+            self.ends[int(match.group(2))] = (int(match.group(3)), float(match.group(4)))
+            self._current = None
+            return True
+        else:
+            self.sections.setdefault(-1 if self._current is None else self._current, []).append(line)
+        return False
+
+    def text(self, index: int) -> str:
+        body = "\n".join(self.sections.get(index, [])).strip("\n")
+        return body + ("\n" if body.strip() else "")
+
+
+def _sections(text: str) -> DriverOutput:
+    output = DriverOutput()
+    for line in text.splitlines():
+        output.feed(line)
+    return output
 
 
 def _split_driver_output(whole: CommandResult, argvs: list[list[str]]) -> list[CommandResult]:
-    out, ends = _sections(whole.stdout)
-    err, _ = _sections(whole.stderr)
+    out, err = _sections(whole.stdout), _sections(whole.stderr)
     results = []
     for index, argv in enumerate(argvs):
-        if index not in out:
+        if index not in out.sections:
             break  # never started: an earlier command failed
-        code, seconds = ends.get(index, (whole.returncode or 1, whole.seconds))
-        results.append(CommandResult(argv=argv, returncode=code, stdout=out.get(index, ""),
-                                     stderr=err.get(index, ""), seconds=seconds, cwd=whole.cwd))
+        code, seconds = out.ends.get(index, (whole.returncode or 1, whole.seconds))
+        results.append(CommandResult(argv=argv, returncode=code, stdout=out.text(index),
+                                     stderr=err.text(index), seconds=seconds, cwd=whole.cwd))
     return results

@@ -21,40 +21,28 @@ import subprocess
 import threading
 import time
 
-from cutover import alembic_driver
-from cutover.alembic_runner import _MARKER_RE, AlembicRunner, resolve_command
+from cutover.alembic_runner import AlembicRunner, DriverOutput, resolve_command
 from cutover.errors import CommandFailed
 from cutover.process import CommandResult, exit_status, last_lines, redact
 
 
 class _Stream(threading.Thread):
-    """Reads one of the driver's output streams, splitting it per command at the markers."""
+    """Reads one of the driver's output streams into a `DriverOutput` as it comes."""
 
     def __init__(self, pipe, name: str):
         super().__init__(name=f"alembic-session-{name}", daemon=True)
         self.pipe = pipe
-        self.sections: dict[int, list[str]] = {}
-        self.ends: dict[int, tuple[int, float]] = {}
+        self.output = DriverOutput()
         self.changed = threading.Condition()
         self.closed = False
         self.start()
 
     def run(self) -> None:
-        current: int | None = None
         try:
             for line in self.pipe:
-                line = line.rstrip("\n")
-                match = _MARKER_RE.match(line)
                 with self.changed:
-                    if match and match.group(1) == alembic_driver.BEGIN:
-                        current = int(match.group(2))
-                        self.sections[current] = []
-                    elif match:
-                        self.ends[int(match.group(2))] = (int(match.group(3)), float(match.group(4)))
-                        current = None
+                    if self.output.feed(line.rstrip("\n")):
                         self.changed.notify_all()
-                    else:  # outside a command (-1): what the interpreter said before or between them
-                        self.sections.setdefault(-1 if current is None else current, []).append(line)
         except (OSError, ValueError):
             pass
         finally:
@@ -64,18 +52,24 @@ class _Stream(threading.Thread):
 
     def wait_end(self, index: int, deadline: float) -> bool:
         with self.changed:
-            while index not in self.ends and not self.closed:
+            while index not in self.output.ends and not self.closed:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
                 self.changed.wait(min(left, 1.0))
             return True
 
+    def end(self, index: int) -> tuple[int, float] | None:
+        with self.changed:
+            return self.output.ends.get(index)
+
+    def started(self, index: int) -> bool:
+        with self.changed:
+            return index in self.output.sections
+
     def text(self, index: int) -> str:
         with self.changed:
-            lines = self.sections.get(index, [])
-            body = "\n".join(lines).strip("\n")
-            return body + ("\n" if body.strip() else "")
+            return self.output.text(index)
 
 
 class AlembicSession:
@@ -94,7 +88,7 @@ class AlembicSession:
             return
         try:
             self.proc = subprocess.Popen(
-                [*driver, "--serve"], cwd=alembic.cwd, env={**os.environ, **alembic._env(dbname)},
+                [*driver, "--serve"], cwd=alembic.cwd, env={**os.environ, **alembic.env(dbname)},
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
         except OSError:
             self.proc = None  # each command then runs on its own and reports its own error
@@ -125,15 +119,16 @@ class AlembicSession:
             raise CommandFailed(f"{label} did not finish within {self.alembic.timeout:.0f} s and was stopped.",
                                 stderr=redact(self.err.text(index), self.alembic.runner.secrets))
         secrets = self.alembic.runner.secrets
-        if index in self.out.ends:
-            code, seconds = self.out.ends[index]
+        ended = self.out.end(index)
+        if ended is not None:
+            code, seconds = ended
         else:  # the interpreter ended without finishing the command: killed, or alembic not importable
             code = self.proc.wait(10)
             code = code if code != 0 else 1
             seconds = time.monotonic() - started
         stdout, stderr = self.out.text(index), self.err.text(index)
-        if index not in self.out.sections:  # died before the command started: its whole output says why
-            stderr = "\n".join(self.err.sections.get(-1, [])) or stderr
+        if not self.out.started(index):  # died before the command started: its whole output says why
+            stderr = self.err.text(-1) or stderr
         result = CommandResult(argv=[redact(a, secrets) for a in [*self.shown, *args]], returncode=code,
                                stdout=redact(stdout, secrets), stderr=redact(stderr, secrets), seconds=seconds,
                                cwd=str(self.alembic.cwd) if self.alembic.cwd else None)

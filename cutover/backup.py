@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import tempfile
@@ -18,48 +17,6 @@ from cutover.pgtools import PgClient, archive_tables
 from cutover.process import CommandResult, exit_status, last_lines, redact
 
 CHUNK = 1024 * 1024
-
-# SHA-256 and file identity of each backup this process wrote, taken while pg_dump wrote it:
-# verification then needs no second read of the whole file (see verify_backup).
-_WRITTEN: dict[str, tuple[str, tuple[int, int, int]]] = {}
-
-
-def _identity(path: Path) -> tuple[int, int, int]:
-    st = path.stat()
-    return st.st_ino, st.st_size, st.st_mtime_ns
-
-
-class _Digester(threading.Thread):
-    """SHA-256 of a file while another process is still writing it: follows it to the end."""
-
-    def __init__(self, path: Path, done: threading.Event, deadline: float):
-        super().__init__(name="backup-digest", daemon=True)
-        self.path, self.done, self.deadline = path, done, deadline
-        self.sha = hashlib.sha256()
-        self.size = 0
-        self.error: str | None = None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            with open(self.path, "rb") as src:
-                while time.monotonic() <= self.deadline:
-                    finished = self.done.is_set()  # read before the file: what follows is the final tail
-                    chunk = src.read(CHUNK)
-                    if chunk:
-                        self.sha.update(chunk)
-                        self.size += len(chunk)
-                    elif finished:
-                        return
-                    else:
-                        self.done.wait(0.02)
-                self.error = "the dump did not end before its timeout"
-        except OSError as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
-
-    def result(self) -> tuple[str, int] | None:
-        self.join()
-        return None if self.error else (self.sha.hexdigest(), self.size)
 
 
 def _private(path: Path) -> None:
@@ -88,8 +45,6 @@ class StreamedRestore:
         self.dump_done = threading.Event()
         self.dump_failed = False
         self.fed_bytes = 0
-        self.fed_sha = hashlib.sha256()  # of exactly the bytes pg_restore was given
-        self.expected_sha256: str | None = None  # the backup's, set once the dump has ended
         self.feed_error: str | None = None
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(pg.restore_argv(scratch_db), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
@@ -106,7 +61,6 @@ class StreamedRestore:
                     chunk = src.read(CHUNK)
                     if chunk:
                         self.proc.stdin.write(chunk)
-                        self.fed_sha.update(chunk)
                         self.fed_bytes += len(chunk)
                         continue
                     if self.dump_failed or time.monotonic() > self.deadline:
@@ -115,7 +69,6 @@ class StreamedRestore:
                         # The dump has ended: whatever is still unread is the rest of the archive.
                         while chunk := src.read(CHUNK):
                             self.proc.stdin.write(chunk)
-                            self.fed_sha.update(chunk)
                             self.fed_bytes += len(chunk)
                         return
                     self.dump_done.wait(0.02)
@@ -199,14 +152,7 @@ def verify_backup(pg: PgClient, record: BackupRecord, expected_tables: list[str]
     size = path.stat().st_size
     if size == 0:
         raise StepFailed(f"The backup file {path} is empty.")
-    written = _WRITTEN.get(record.path)
-    if written is not None and written == (record.sha256, _identity(path)):
-        # Same file (inode), same size and modification time as when its digest was taken while
-        # pg_dump wrote it: its bytes were not written to since. The scratch restore checks the
-        # digest of the bytes it was fed, and the off-site copy hashes the file again.
-        digest = record.sha256
-    else:
-        digest = sha256_file(path)
+    digest = sha256_file(path)
     if digest != record.sha256:
         raise StepFailed(f"The backup file {path} changed after it was written (SHA-256 {digest} != {record.sha256}).")
     listing = pg.list_archive(path)

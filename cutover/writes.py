@@ -1,13 +1,19 @@
-"""Are writes really paused? Runbook 1 says so; this checks it before the backup.
+"""Are writes really paused? Runbook 1 says so; this checks it, and again before production.
 
 Two signals: a session of someone else holding a transaction id (it has written,
 or is writing, right now), and the database's tuple counters moving over a short
 sample. Reads by this tool move neither.
 
-The sample may start early (`first_reading` at preflight) so that waiting for it
-overlaps the rest of preflight; it still ends only after at least the configured
-seconds plus the stats flush beat, right before the backup. `cutover run` starts
-it earlier still: the command line reads the counters before it imports Prefect
+The transaction-id check is instant and runs before the backup. The counter sample
+needs time (the configured seconds plus the stats flush beat) and runs beside the
+backup's start: the backup is a snapshot, and nothing touches production before the
+sample has passed, so a write it sees still ends the run with production untouched.
+Right before the first production change `changes_since` compares the counters with
+the sample's first reading, so a write anywhere between the sample's start and the
+stamp (after the backup, which a rollback would lose) stops the run too.
+
+The sample may start early (`first_reading` at preflight). `cutover run` starts it
+earlier still: the command line reads the counters before it imports Prefect
 (`remember_early_reading`), and preflight takes that reading (`take_early_reading`)
 when it was read from the same server and database, so the imports and Prefect's
 start-up count toward the sample. An earlier start only lengthens the sample.
@@ -39,22 +45,23 @@ STALE_AFTER = 30.0
 
 
 @dataclass
+class CounterReading:
+    database: str
+    tuples: int
+    at: float  # time.monotonic()
+
+
+@dataclass
 class WriteSample:
     seconds: float
     tuples_changed: int
     writers: list[dict] = field(default_factory=list)
     restarted: bool = False  # the early reading was stale and showed writes: sampled again from scratch
+    start: CounterReading | None = None  # the reading the sample counted from
 
     @property
     def paused(self) -> bool:
         return self.tuples_changed == 0 and not self.writers
-
-
-@dataclass
-class CounterReading:
-    database: str
-    tuples: int
-    at: float  # time.monotonic()
 
 
 def _counters(cur, dbname: str) -> int:
@@ -101,26 +108,66 @@ def take_early_reading(conn: ConnInfo, dbname: str) -> CounterReading | None:
         return reading
 
 
-def sample_writes(conn: ConnInfo, dbname: str, seconds: float, since: CounterReading | None = None) -> WriteSample:
-    """No tuple changed over at least `seconds` (+ the flush beat) ending now, and nobody holds a transaction id."""
+@dataclass
+class SampleStart:
+    """The instant part of the check, taken before the backup."""
+
+    reading: CounterReading  # the sample counts from here
+    writers: list[dict]  # sessions holding a transaction id right now
+    restarted: bool = False  # the early reading was stale and showed writes: counting starts now instead
+
+
+def begin_sample(conn: ConnInfo, dbname: str, seconds: float, since: CounterReading | None = None) -> SampleStart:
+    """Who holds a transaction id now, and the reading to count from: `since` unless it is stale and shows writes.
+
+    A stale early reading (the run waited for the checklist form) that shows writes is replaced
+    here, before the backup starts, so that no write after the backup's start is ever excused.
+    """
     needed = seconds + (FLUSH_BEAT if seconds else 0.0)
-    restarted = False
     with connect(conn, "postgres") as c, c.cursor() as cur:
+        now = _counters(cur, dbname)
+        fresh = CounterReading(dbname, now, time.monotonic())
+        restarted = False
         if since is None or since.database != dbname:
-            since = CounterReading(dbname, _counters(cur, dbname), time.monotonic())
-        time.sleep(max(0.0, since.at + needed - time.monotonic()))
+            since = fresh
+        elif now != since.tuples and fresh.at - since.at > needed + STALE_AFTER:
+            since, restarted = fresh, True
+        return SampleStart(since, _writers(cur, dbname), restarted)
+
+
+def finish_sample(conn: ConnInfo, dbname: str, seconds: float, start: SampleStart) -> WriteSample:
+    """No tuple changed over at least `seconds` (+ the flush beat) from the start's reading, and nobody holds a transaction id."""
+    since = start.reading
+    with connect(conn, "postgres") as c, c.cursor() as cur:
+        time.sleep(max(0.0, since.at + seconds + (FLUSH_BEAT if seconds else 0.0) - time.monotonic()))
         after = _counters(cur, dbname)
-        if after != since.tuples and time.monotonic() - since.at > needed + STALE_AFTER:
-            restarted = True
-            since = CounterReading(dbname, after, time.monotonic())
-            time.sleep(needed)
-            after = _counters(cur, dbname)
         covered = time.monotonic() - since.at - (FLUSH_BEAT if seconds else 0.0)
-        cur.execute(_WRITERS, (dbname,))
-        writers = [
-            {"pid": r[0], "user": r[1], "application": r[2], "client": r[3], "state": r[4],
-             "transaction_seconds": float(r[5] or 0), "query": r[6]}
-            for r in cur.fetchall()
-        ]
+        writers = _writers(cur, dbname)
     return WriteSample(seconds=max(covered, seconds), tuples_changed=after - since.tuples, writers=writers,
-                       restarted=restarted)
+                       restarted=start.restarted, start=since)
+
+
+def sample_writes(conn: ConnInfo, dbname: str, seconds: float, since: CounterReading | None = None) -> WriteSample:
+    """Both parts at once: no tuple changed over at least `seconds` ending now, and nobody holds a transaction id."""
+    return finish_sample(conn, dbname, seconds, begin_sample(conn, dbname, seconds, since))
+
+
+def writers_now(conn: ConnInfo, dbname: str) -> list[dict]:
+    """Other sessions on dbname holding a transaction id right now: they have written, or are writing."""
+    with connect(conn, "postgres") as c, c.cursor() as cur:
+        return _writers(cur, dbname)
+
+
+def changes_since(conn: ConnInfo, reading: CounterReading) -> int:
+    """Rows inserted, updated or deleted in the reading's database since it was taken (flushed counters)."""
+    with connect(conn, "postgres") as c, c.cursor() as cur:
+        return _counters(cur, reading.database) - reading.tuples
+
+
+def _writers(cur, dbname: str) -> list[dict]:
+    cur.execute(_WRITERS, (dbname,))
+    return [
+        {"pid": r[0], "user": r[1], "application": r[2], "client": r[3], "state": r[4],
+         "transaction_seconds": float(r[5] or 0), "query": r[6]}
+        for r in cur.fetchall()
+    ]

@@ -27,7 +27,8 @@ from cutover.storage import S3Store
 from cutover.toolkit import Toolkit
 from cutover.window import Window, check_production, check_start
 from tasks.backup import full_backup, schema_snapshot, verify_backup
-from tasks.checklist import Checklist, approve, check_writes_paused, record_window
+from tasks.checklist import (Checklist, approve, check_writes_paused, record_window, writes_sample,
+                             writes_still_paused)
 from tasks.cleanup import drop_scratch
 from tasks.evidence import Progress
 from tasks.offsite import mirror, prune
@@ -183,6 +184,7 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
     rec.listeners.append(progress.step_finished)
     mirroring = None
     restoring = None
+    sampling = None
     stopped_backend = False
     sessions: list[AlembicSession] = []
     beside = ThreadPoolExecutor(1, thread_name_prefix="beside-restore")
@@ -198,19 +200,24 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
             progress.complete()
             return _summary(rec)
 
-        # The alembic interpreters for scratch and production start now, while the write sample
-        # waits: by the time their commands are due, Python and the app's imports are paid for.
+        # The alembic interpreters for scratch and production start now, before the backup: by the
+        # time their commands are due, Python and the app's imports are paid for.
         scratch_alembic = AlembicSession(kit.alembic, plan.scratch_db)
         sessions.append(scratch_alembic)
         prod_alembic = AlembicSession(kit.alembic, plan.database) if not dry_run else None
         if prod_alembic is not None:
             sessions.append(prod_alembic)
 
-        # 1. Writes paused, checked rather than assumed (and enforced with CUTOVER_WRITE_FREEZE=stop-service)
+        # 1. Writes paused, checked rather than assumed (and enforced with CUTOVER_WRITE_FREEZE=stop-service).
+        # The instant check now; the counter sample runs beside the backup's start and must pass
+        # before anything reads the scratch copy as production's twin, let alone touches production.
         with rec.step("writes-paused") as step:
             result = check_writes_paused(kit, plan.database, since=plan.write_reading)
             stopped_backend = bool(result.get("service_stopped"))
-            step.detail = {"summary": "no writes seen" if result.get("checked") else result.get("reason", "")}
+            step.detail = {"summary": "no other session holds a transaction id; rows changed sampled beside the backup"
+                           if result.get("checked") else result.get("reason", "")}
+        sampling = writes_sample.submit(kit, plan.database, result["sample_start"]) if result.get("checked") else None
+        write_reading = None
 
         # 3. (first) The claim `alembic stamp` makes: the pilot is exactly the baseline.
         if baseline_build is not None:
@@ -246,6 +253,12 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
             scratch_rows = restore_scratch(kit, plan, restoring, rec.manifest.row_counts)
             restoring = None
             step.detail = {"summary": "waited for the streamed restore, then compared row counts"}
+        if sampling is not None:
+            pending, sampling = sampling, None
+            with rec.step("writes-sample") as step:
+                sample = pending.result()
+                write_reading = sample["reading"]
+                step.detail = {"summary": f"no rows changed over {sample['seconds']:.1f} s (sampled beside the backup)"}
         # Both read the restored copy only: amcheck runs beside data parity.
         amcheck = scratch_amcheck.submit(kit, plan)
         try:
@@ -297,7 +310,12 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
             return Cancelled(name="Deferred", message=f"Deferred before production: {fits.reason}; production untouched.",
                              data=_summary(rec))
 
-        # 4. Production stamp + upgrade, only after the scratch pass and with nobody in the way
+        # 4. Production stamp + upgrade, only after the scratch pass, with nothing written since the
+        # backup (a rollback would lose it) and nobody in the way
+        if write_reading is not None:
+            with rec.step("writes-still-paused") as step:
+                writes_still_paused(kit, plan.database, write_reading)
+                step.detail = {"summary": "no rows changed since the writes-paused sample began"}
         with rec.step("blocking-sessions"):
             blocking_sessions(kit, plan)
         transcripts = []
@@ -324,6 +342,8 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
         progress.complete()
         return _summary(rec)
     except BaseException:
+        if sampling is not None:
+            sampling.wait()  # its artifact says what it saw, whatever ended the run
         if restoring is not None:
             restoring.abort()  # the run failed between the backup and the end of its scratch restore
         if mirroring is not None:
@@ -362,12 +382,15 @@ def _form_description(plan, settings) -> str:
 def _planned_steps(plan, dry_run: bool, mirrored: bool, settings) -> list[str]:
     if plan.at_target:
         return ["validate-unchanged"]
+    sampled = settings.write_freeze != "off"
     steps = ["writes-paused", "baseline-parity", "row-counts", "backup-full", "backup-schema", "backup-verify",
-             "scratch-restore", "data-parity", "scratch-amcheck", "scratch-migrate"]
+             "scratch-restore"] + (["writes-sample"] if sampled else []) + ["data-parity", "scratch-amcheck",
+                                                                              "scratch-migrate"]
     steps += (["offsite-mirror"] if mirrored else []) + (["upgrade-sql"] if settings.lint != "off" else [])
     if dry_run:
         return steps + ["scratch-drop"]
-    steps += ["window-check", "blocking-sessions"] + (["production-stamp"] if plan.needs_stamp else [])
+    steps += ["window-check"] + (["writes-still-paused"] if sampled else []) + ["blocking-sessions"]
+    steps += ["production-stamp"] if plan.needs_stamp else []
     return steps + ["production-upgrade", "production-current", "validate", "scratch-drop"]
 
 

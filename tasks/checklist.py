@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from cutover.errors import PreflightError, StepFailed
 from cutover.toolkit import Toolkit
 from cutover.window import WindowCheck
-from cutover.writes import CounterReading, sample_writes
+from cutover.writes import CounterReading, SampleStart, begin_sample, changes_since, finish_sample, writers_now
 from tasks.evidence import publish_markdown, publish_table
 
 ITEMS = {
@@ -121,10 +121,12 @@ def _num(value: float | None) -> str:
 
 @task(name="writes-paused", cache_policy=NO_CACHE, timeout_seconds=900)
 def check_writes_paused(kit: Toolkit, database: str, since: CounterReading | None = None) -> dict:
-    """Before the backup: nobody else writes to the database (runbook 1, checked, not assumed).
+    """Before the backup: nobody else holds a transaction id on the database (runbook 1, checked, not assumed).
 
-    `since`: the sample's first reading, taken at preflight so the wait overlaps it. Ignored
-    when this task stops the backend: only writes after the stop count then.
+    The instant part of the check; the counter sample it starts (`sample_start` in the result)
+    is finished by `writes_sample`, beside the backup. `since`: the sample's first reading,
+    taken at preflight or before. Ignored when this task stops the backend: only writes after
+    the stop count then.
     """
     settings = kit.settings
     stopped = None
@@ -133,16 +135,60 @@ def check_writes_paused(kit: Toolkit, database: str, since: CounterReading | Non
         stopped = result.transcript() if result else "no CUTOVER_SERVICE_STOP configured"
     if settings.write_freeze == "off":
         return {"checked": False, "reason": "CUTOVER_WRITE_FREEZE=off"}
-    sample = sample_writes(kit.conn, database, settings.write_sample_seconds,
-                           since=None if settings.write_freeze == "stop-service" else since)
-    publish_table(database, "writes-paused",
-                  sample.writers or [{"pid": "-", "user": "-", "application": "-", "client": "-", "state": "-",
-                                      "transaction_seconds": 0, "query": "no other session holds a transaction id"}],
-                  f"Writes over {sample.seconds:.1f} s{' (sampled again after a long wait)' if sample.restarted else ''}"
-                  f": {sample.tuples_changed} rows changed; {'paused' if sample.paused else 'NOT paused'}")
+    start = begin_sample(kit.conn, database, settings.write_sample_seconds,
+                         since=None if settings.write_freeze == "stop-service" else since)
+    if start.writers:
+        _publish_sample(database, start.writers, "Sessions holding a transaction id before the backup: NOT paused")
+        raise StepFailed(f"Writes are not paused on {database}: other sessions hold a transaction id "
+                         f"({_who(start.writers)}). Nothing was backed up or changed.")
+    return {"checked": True, "service_stopped": stopped, "sample_start": start}
+
+
+@task(name="writes-sample", cache_policy=NO_CACHE)
+def writes_sample(kit: Toolkit, database: str, start: SampleStart) -> dict:
+    """Beside the backup's start: no row changed over the configured seconds, nobody holds a transaction id.
+
+    Nothing touches production before this has passed, so a write seen here still ends the
+    run with production untouched.
+    """
+    sample = finish_sample(kit.conn, database, kit.settings.write_sample_seconds, start)
+    _publish_sample(database, sample.writers,
+                    f"Writes over {sample.seconds:.1f} s{' (sampled again after a long wait)' if sample.restarted else ''}"
+                    f": {sample.tuples_changed} rows changed; {'paused' if sample.paused else 'NOT paused'}")
     if not sample.paused:
-        who = "; ".join(f"pid {w['pid']} {w['user']}@{w['client']} ({w['application'] or 'no name'}): {w['query'][:80]}"
-                        for w in sample.writers) or "sessions that finished during the sample"
         raise StepFailed(f"Writes are not paused on {database}: {sample.tuples_changed} rows changed in "
-                         f"{sample.seconds:.0f} s; writers: {who}. Nothing was backed up or changed.")
-    return {"checked": True, "tuples_changed": 0, "service_stopped": stopped}
+                         f"{sample.seconds:.0f} s; writers: {_who(sample.writers) or 'sessions that finished during the sample'}. "
+                         "Production untouched; the backup taken meanwhile may miss those writes.")
+    return {"seconds": sample.seconds, "tuples_changed": 0, "reading": sample.start}
+
+
+@task(name="writes-still-paused", cache_policy=NO_CACHE)
+def writes_still_paused(kit: Toolkit, database: str, since: CounterReading) -> int:
+    """Right before the first production change: no row changed since the sample began.
+
+    A write after the backup's start is one a rollback would lose: the run stops with
+    production untouched instead. Writes committed within the last stats flush beat may not
+    be counted yet; sessions still inside a write hold a transaction id, and those are caught.
+    """
+    changed = changes_since(kit.conn, since)
+    writers = writers_now(kit.conn, database)
+    _publish_sample(database, writers, f"Rows changed since the writes-paused sample began: {changed}; "
+                                       f"{'still paused' if not changed and not writers else 'NOT paused'}",
+                    key="writes-still-paused")
+    if changed or writers:
+        raise StepFailed(f"Writes resumed on {database} during the cutover: {changed} rows changed since the "
+                         f"writes-paused sample began{'; ' + _who(writers) if writers else ''}. The backup may "
+                         "miss them, so production is left untouched; pause the writers and run again.")
+    return changed
+
+
+def _publish_sample(database: str, writers: list[dict], description: str, key: str = "writes-paused") -> None:
+    publish_table(database, key,
+                  writers or [{"pid": "-", "user": "-", "application": "-", "client": "-", "state": "-",
+                               "transaction_seconds": 0, "query": "no other session holds a transaction id"}],
+                  description)
+
+
+def _who(writers: list[dict]) -> str:
+    return "; ".join(f"pid {w['pid']} {w['user']}@{w['client']} ({w['application'] or 'no name'}): {w['query'][:80]}"
+                     for w in writers)

@@ -75,8 +75,8 @@ def test_happy_path_legacy_pilot_reaches_head_with_every_row(prefect_api, conn, 
     assert manifest.row_counts == {t: n for t, (n, _) in before.items()}
     assert [s.name for s in manifest.steps] == [
         "writes-paused", "baseline-parity", "row-counts", "backup-full", "backup-schema", "backup-verify",
-        "scratch-restore", "data-parity", "scratch-amcheck", "scratch-migrate", "upgrade-sql", "window-check",
-        "blocking-sessions", "production-stamp", "production-upgrade", "production-current", "validate", "scratch-drop",
+        "scratch-restore", "writes-sample", "data-parity", "scratch-amcheck", "scratch-migrate", "upgrade-sql",
+        "window-check", "writes-still-paused", "blocking-sessions", "production-stamp", "production-upgrade", "production-current", "validate", "scratch-drop",
     ]
     assert all(s.status == "succeeded" for s in manifest.steps)
     assert "CREATE TABLE public.breweries" in Path(manifest.backup.schema_path).read_text()

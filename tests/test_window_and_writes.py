@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -33,6 +35,83 @@ def test_an_open_write_transaction_stops_the_run_before_the_backup(prefect_api, 
     rows = json.loads(artifacts_of(state.state_details.flow_run_id)[f"{pilot.replace('_', '-')}-writes-paused"])
     assert [r["application"] for r in rows] == ["night-batch"]
 
+
+
+def _scratch_exists(conn, pilot: str) -> str | None:
+    with db.connect(conn, "postgres") as c, c.cursor() as cur:
+        cur.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{pilot}_scratch%",))
+        row = cur.fetchone()
+    return row[0] if row else None
+
+
+def _scratch_stamped(conn, pilot: str) -> bool:
+    name = _scratch_exists(conn, pilot)
+    if name is None:
+        return False
+    with db.connect(conn, name) as c, c.cursor() as cur:
+        cur.execute("SELECT to_regclass('public.alembic_version') IS NOT NULL")
+        return bool(cur.fetchone()[0])
+
+
+def _writer(conn, pilot: str, ready):
+    """One committed write on the pilot as soon as `ready(conn, pilot)`, from another thread."""
+    done, stop = threading.Event(), threading.Event()
+
+    def write_once() -> None:
+        while not ready(conn, pilot):
+            if stop.wait(0.02):
+                return
+        with db.connect(conn, pilot) as w, w.cursor() as cur:
+            cur.execute("UPDATE breweries SET city = city || ' (late)' WHERE id = 1")
+        done.set()  # the session is closed: its counters are flushed
+
+    thread = threading.Thread(target=write_once, daemon=True)
+    thread.start()
+    return done, stop, thread
+
+
+def test_a_write_during_the_sample_beside_the_backup_stops_the_run_untouched(prefect_api, conn, pilot, cutover_env):
+    # The sample (3 s + the flush beat) runs beside the backup: the write lands once the scratch copy exists.
+    cutover_env.setenv("CUTOVER_WRITE_SAMPLE_SECONDS", "3")
+    done, stop, thread = _writer(conn, pilot, _scratch_exists)
+
+    state = cutover(**APPROVED, return_state=True)
+
+    stop.set()
+    thread.join()
+    assert done.is_set(), "the writer never saw the scratch copy"
+    assert state.is_failed()
+    assert "Writes are not paused" in state.message and "rows changed" in state.message
+    m = load_manifest(next(Path(os.environ["CUTOVER_BACKUP_DIR"]).rglob("manifest.json")))
+    assert m.failure["step"] == "writes-sample" and not m.production_touched
+    assert m.backup is not None and Path(m.backup.path).exists()  # taken beside the sample, and kept
+    assert db.alembic_revision(conn, pilot) is None
+    with db.connect(conn, pilot) as c, c.cursor() as cur:
+        cur.execute("SELECT city FROM breweries WHERE id = 1")
+        assert cur.fetchone()[0].endswith("(late)")  # the writer's row is there, untouched by the run
+    assert f"{pilot.replace('_', '-')}-writes-paused" in artifacts_of(state.state_details.flow_run_id)
+
+
+def test_a_write_after_the_sample_stops_the_run_before_production(prefect_api, conn, pilot, cutover_env):
+    # A zero-second sample passes at once; the write lands once the scratch copy is stamped, after
+    # the backup, where a rollback would lose it: the gate before production must see it.
+    cutover_env.setenv("CUTOVER_WRITE_SAMPLE_SECONDS", "0")
+    done, stop, thread = _writer(conn, pilot, _scratch_stamped)
+
+    state = cutover(**APPROVED, return_state=True)
+
+    stop.set()
+    thread.join()
+    assert done.is_set(), "the writer never saw the scratch copy being stamped"
+    assert state.is_failed()
+    assert "Writes resumed" in state.message and "1 rows changed" in state.message, state.message
+    m = load_manifest(next(Path(os.environ["CUTOVER_BACKUP_DIR"]).rglob("manifest.json")))
+    assert m.failure["step"] == "writes-still-paused" and not m.production_touched
+    assert m.step("writes-sample").status == "succeeded"
+    assert db.alembic_revision(conn, pilot) is None
+    with db.connect(conn, pilot) as c, c.cursor() as cur:
+        cur.execute("SELECT city FROM breweries WHERE id = 1")
+        assert cur.fetchone()[0].endswith("(late)")
 
 def test_a_run_starting_after_its_window_is_deferred_untouched(prefect_api, conn, pilot, cutover_env):
     cutover_env.setenv("CUTOVER_WINDOW_END", (datetime.now(timezone.utc) - timedelta(minutes=5)).isoformat())

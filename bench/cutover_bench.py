@@ -80,6 +80,9 @@ MIB = 1024 * 1024
 # B's steps whose time is a subprocess (pg tools, alembic) plus the work around it: the rest of
 # B's wall time (interpreter start, Prefect, preflight, row counts in Python, waiting for the
 # mirror, reporting) is what "orchestration overhead" counts.
+# B's write-pause checks: the instant one before the backup, the sample's wait (beside the backup),
+# the gate before production.
+WRITE_CHECKS = ("writes-paused", "writes-sample", "writes-still-paused")
 SUBPROCESS_STEPS = (
     "backup-full", "backup-schema", "backup-verify", "scratch-restore", "scratch-migrate",
     "production-stamp", "production-upgrade", "production-current", "validate", "scratch-drop",
@@ -87,7 +90,7 @@ SUBPROCESS_STEPS = (
 B_WINDOW_START = ("row-counts", "backup-full")
 # Phases, to set A's steps beside B's.
 PHASES = (
-    ("write-pause check, window check (B only)", (), ("writes-paused", "window-check")),
+    ("write-pause checks, window check (B only)", (), WRITE_CHECKS + ("window-check",)),
     ("backup (dump, schema, check)", ("dump", "schema", "ls"),
      ("row-counts", "backup-full", "backup-schema", "backup-verify")),
     ("scratch restore", ("createdb", "restore"), ("scratch-restore",)),
@@ -232,6 +235,86 @@ class RssMonitor:
         self._thread.join(5)
 
 
+# Where the CPU of a run goes, by process group: on a 2-core machine the run and the services it
+# talks to share the cores, so a variant that needs more CPU seconds cannot be faster than its
+# share of them allows.
+CPU_GROUPS = ("run", "postgres", "s3", "prefect-server", "api")
+
+
+class CpuMeter:
+    """CPU seconds (user + system) spent during a run, per group.
+
+    `run`: the benchmark's waited-for children (the run's process and every descendant it reaped).
+    The services: every live process of the group plus the children it reaped (PostgreSQL's
+    postmaster reaps its backends, so pg_dump's and pg_restore's backends count once they exit).
+    """
+
+    def __init__(self, services: dict[str, int]):
+        self.services = services  # group -> pid of its root process (its descendants count too)
+        self.before: dict[str, float] = {}
+        self.spent: dict[str, float] = {}
+
+    @staticmethod
+    def _children_cpu() -> float:
+        import resource
+
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    def _reading(self) -> dict[str, float]:
+        import psutil
+
+        reading = {"run": self._children_cpu()}
+        for group, pid in self.services.items():
+            total = 0.0
+            try:
+                root = psutil.Process(pid)
+                procs = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                procs = []
+            if group == "postgres":
+                procs = [pr for pr in psutil.process_iter() if _is_postgres(pr)]
+            for pr in procs:
+                try:
+                    t = pr.cpu_times()
+                    total += t.user + t.system + t.children_user + t.children_system
+                except psutil.Error:
+                    pass
+            reading[group] = total
+        return reading
+
+    def __enter__(self) -> Self:
+        self.before = self._reading()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        after = self._reading()
+        self.spent = {g: round(max(0.0, after[g] - self.before.get(g, 0.0)), 2) for g in after}
+
+
+def listener_pid(url: str) -> int:
+    """The pid of the process listening on the URL's port (0 when none is found)."""
+    import psutil
+    from urllib.parse import urlsplit
+
+    port = urlsplit(url).port
+    for c in psutil.net_connections(kind="tcp"):
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
+            proc = psutil.Process(c.pid)
+            # Up to the process this benchmark started: a server's launcher and workers count together.
+            while (parent := proc.parent()) is not None and parent.pid != os.getpid() and parent.pid != 1:
+                proc = parent
+            return proc.pid
+    return 0
+
+
+def _is_postgres(pr) -> bool:
+    try:
+        return pr.name() == "postgres"
+    except Exception:
+        return False
+
+
 def end_session(proc: subprocess.Popen) -> None:
     """Stop whatever is left in the session we started `proc` in (its own id as process group)."""
     try:
@@ -267,6 +350,7 @@ class Run:
     upload_seconds: float | None = None
     window_from_check: float | None = None  # B: from the `writes-paused` check's start, when the flow has it
     phases: dict[str, float] = field(default_factory=dict)  # B: where the time outside subprocess steps goes
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per group (CpuMeter)
     code: str = ""  # fingerprint of cutover/, flows/, tasks/ when the run started
     error: str | None = None
 
@@ -280,6 +364,7 @@ class Context:
     work: Path
     prefect_homes: dict[str, Path]
     prefect_api_url: str | None
+    services: dict[str, int] = field(default_factory=dict)  # CpuMeter groups -> root pid
     counter: int = 0
 
     def base_env(self) -> dict[str, str]:
@@ -320,10 +405,11 @@ def run_manual(ctx: Context, rnd: int) -> Run:
     out = run_dir / "output.log"
     with open(out, "wb") as fh:
         started = time.monotonic()
-        proc = subprocess.Popen(["bash", str(MANUAL)], env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=REPO, start_new_session=True)
-        rc = proc.wait(timeout=4 * 3600)
-        wall = time.monotonic() - started
+        with CpuMeter(ctx.services) as cpu:
+            proc = subprocess.Popen(["bash", str(MANUAL)], env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, cwd=REPO, start_new_session=True)
+            rc = proc.wait(timeout=4 * 3600)
+            wall = time.monotonic() - started
     end_session(proc)
     marks = [(m.group(1), float(m.group(2)))
              for m in re.finditer(r"^STEP (\S+) ([0-9.]+)$", out.read_text(errors="replace"), re.MULTILINE)]
@@ -331,7 +417,7 @@ def run_manual(ctx: Context, rnd: int) -> Run:
     at = dict(marks)
     dumps = list(backup_dir.glob("*.dump"))
     run = Run("A", rnd, ok=rc == 0 and "end" in at, wall=wall, steps=steps,
-              dump_bytes=dumps[0].stat().st_size if dumps else None)
+              dump_bytes=dumps[0].stat().st_size if dumps else None, cpu=cpu.spent)
     if run.ok:
         run.window = at["upload"] - at["dump"]
     else:
@@ -388,15 +474,17 @@ def run_cutover(ctx: Context, rnd: int, variant: str) -> Run:
     with open(out, "wb") as fh:
         t0 = time.time()
         started = time.monotonic()
-        proc = subprocess.Popen([str(CUTOVER), "run", "--approved-by", "bench", "--confirm-checklist"],
-                                env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=run_dir, start_new_session=True)
-        with RssMonitor(proc.pid) as mon:
-            rc = proc.wait(timeout=4 * 3600)
-        wall = time.monotonic() - started
+        with CpuMeter(ctx.services) as cpu:
+            proc = subprocess.Popen([str(CUTOVER), "run", "--approved-by", "bench", "--confirm-checklist"],
+                                    env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    cwd=run_dir, start_new_session=True)
+            with RssMonitor(proc.pid) as mon:
+                rc = proc.wait(timeout=4 * 3600)
+            wall = time.monotonic() - started
         t1 = t0 + wall
     end_session(proc)
-    run = Run(kind, rnd, ok=rc == 0, wall=wall, rss_main_mb=mon.main_peak / MIB, rss_tree_mb=mon.tree_peak / MIB)
+    run = Run(kind, rnd, ok=rc == 0, wall=wall, rss_main_mb=mon.main_peak / MIB, rss_tree_mb=mon.tree_peak / MIB,
+              cpu=cpu.spent)
     manifests = sorted(backup_dir.glob("*/*/manifest.json"))
     if not manifests:
         run.ok = False
@@ -434,10 +522,10 @@ def run_cutover(ctx: Context, rnd: int, variant: str) -> Run:
                 marks["flow_begin"] - t0 - server)
             ph["temporary Prefect server start"] = server
             ph["flow run start to first step (window, preflight, approval, manifest)"] = min(starts) - marks["flow_begin"]
-            ph["`writes-paused` step (write-activity sampling)"] = run.steps.get("writes-paused", 0.0)
+            writes = sum(run.steps.get(n, 0.0) for n in WRITE_CHECKS)
+            ph["write-pause steps (`writes-paused`, waiting for `writes-sample`, `writes-still-paused`)"] = writes
             ph["other recorded steps without a subprocess (row-counts, mirror wait, checks; see the step table)"] = (
-                sum(run.steps.values()) - sum(run.steps.get(n, 0.0) for n in SUBPROCESS_STEPS)
-                - run.steps.get("writes-paused", 0.0))
+                sum(run.steps.values()) - sum(run.steps.get(n, 0.0) for n in SUBPROCESS_STEPS) - writes)
             ph["between recorded steps (task orchestration, manifest saves, artifacts)"] = run.gaps
             end = marks.get("flow_end", t1)
             ph["last step end to flow run end (report, artifacts)"] = end - max(ends)
@@ -693,6 +781,22 @@ def report(size_mb: float, golden: dict, runs: list[Run], kinds: list[str], comm
       "B's is the manifest's first backup step (`row-counts`) start to the end of `validate`, and includes "
       "waiting for the off-site copy to be proven, which B requires before touching production.\n")
 
+    cores = os.cpu_count() or 1
+    if any(r.cpu for r in runs):
+        names = {"run": "the run's own processes (and every child it waited for)", "postgres": "PostgreSQL (backends, checkpointer, WAL writer)",
+                 "s3": "S3 server (moto)", "prefect-server": "Prefect server (reused; B's temporary one is in the run's own)",
+                 "api": "example API (uvicorn)"}
+        p(f"CPU seconds (user + system) spent during each run, median per group; the machine has {cores} cores, "
+          f"so a run of wall time W can use at most {cores}·W:\n")
+        p("| CPU s, median | " + " | ".join(k for k in ["A", *kinds]) + " |")
+        p("|---|" + "---:|" * (1 + len(kinds)))
+        for group in CPU_GROUPS:
+            p(f"| {names[group]} | " + " | ".join(fmt(med(r.cpu.get(group) for r in ok[k] if r.cpu)) for k in ["A", *kinds]) + " |")
+        p("| **total** | " + " | ".join(fmt(med(sum(r.cpu.values()) for r in ok[k] if r.cpu)) for k in ["A", *kinds]) + " |")
+        p(f"| total / ({cores} × wall) | " + " | ".join(
+            fmt(med(sum(r.cpu.values()) / (cores * r.wall) for r in ok[k] if r.cpu)) for k in ["A", *kinds]) + " |")
+        p("")
+
     summary: dict = {"size_mb": size_mb}
     is_1gb = 900 <= size_mb <= 1100
     small = size_mb <= 50
@@ -795,7 +899,7 @@ def bench_size(ctx_base: dict, size_mb: float, pairs: int, variants: list[str], 
     golden = ensure_golden(pg, size_mb, rebuild)
     ctx = Context(pg=pg, golden=golden["name"], s3_url=ctx_base["s3_url"], api_url=ctx_base["api_url"],
                   work=stack_work / golden["name"], prefect_homes=ctx_base["homes"],
-                  prefect_api_url=ctx_base["prefect_api_url"])
+                  prefect_api_url=ctx_base["prefect_api_url"], services=ctx_base["services"])
     ctx.work.mkdir(exist_ok=True)
     kinds_order = ["A", *("B" if v == "ephemeral" else "B-srv" for v in variants)]
     runs: list[Run] = []
@@ -873,7 +977,11 @@ def main() -> int:
             log("warming up the Prefect home(s) with one trivial flow run (untimed)")
             for v in variants:
                 warm_up(homes[v], prefect_api_url if v == "server" else None)
-            base = {"pg": pg, "s3_url": s3_url, "api_url": api_url, "homes": homes, "prefect_api_url": prefect_api_url}
+            services = {"postgres": 0, "s3": listener_pid(s3_url), "api": listener_pid(api_url)}
+            if prefect_api_url:
+                services["prefect-server"] = listener_pid(prefect_api_url)
+            base = {"pg": pg, "s3_url": s3_url, "api_url": api_url, "homes": homes, "prefect_api_url": prefect_api_url,
+                    "services": services}
             for i, size in enumerate(sizes):
                 golden, runs, order = bench_size(base, size, pairs, variants, args.rebuild and i > 0, work, s3)
                 text, summary = report(size, golden, runs, kinds, command, machine, order)

@@ -1,12 +1,14 @@
 """A warm alembic interpreter for one database, started before its commands are due.
 
 Starting Python with alembic, SQLAlchemy and the app's models takes longer than a
-small migration. The cutover starts one session for the scratch copy and one for
-production while it waits for the write sample (an idle CPU), so when stamp and
-upgrade are due the interpreter is already up. Each command is still sent on its
-own, when its step runs, and comes back with its own transcript, exit code and
-seconds (`alembic_driver.py --serve`). One database per session: apps read their
-database settings once at import.
+small migration, and on a small machine every start is CPU taken from the dump and
+restore. The cutover starts production's session when the flow starts: the same
+interpreter reads the revision graph at preflight, renders the upgrade's offline SQL
+(neither opens a connection), then stamps and upgrades. The scratch copy's starts
+before the backup. When a command is due the interpreter is already up. Each command
+is still sent on its own, when its step runs, and comes back with its own transcript,
+exit code and seconds (`alembic_driver.py --serve`). One database per session: apps
+read their database settings once at import.
 
 When the configured alembic is not a plain local one (`AlembicRunner.driver_argv`
 is None: a wrapper or a container), each command runs as its own subprocess, as
@@ -21,7 +23,7 @@ import subprocess
 import threading
 import time
 
-from cutover.alembic_runner import AlembicRunner, DriverOutput, resolve_command
+from cutover.alembic_runner import AlembicRunner, DriverOutput, History, resolve_command
 from cutover.errors import CommandFailed
 from cutover.process import CommandResult, exit_status, last_lines, redact
 
@@ -83,6 +85,7 @@ class AlembicSession:
         self.next_index = 0
         self.failed = False
         self._ended: subprocess.Popen | None = None  # closed, not yet reaped
+        self._one_at_a_time = threading.Lock()  # commands are numbered in the order they are sent
         driver = alembic.driver_argv()
         if driver is None:
             return
@@ -102,7 +105,15 @@ class AlembicSession:
 
     def run(self, *args: str) -> CommandResult:
         """One command; raises CommandFailed on a non-zero exit, with its result kept on the exception."""
-        args = tuple(a.replace("{db}", self.dbname) for a in args)
+        with self._one_at_a_time:
+            return self._run(tuple(a.replace("{db}", self.dbname) for a in args))
+
+    def history(self) -> History:
+        """The revision graph (`history` + `heads`), as `AlembicRunner.history` reads it."""
+        hist, heads = self.run_many([("history",), ("heads",)])
+        return History.parse(hist.stdout, heads.stdout)
+
+    def _run(self, args: tuple[str, ...]) -> CommandResult:
         if self.proc is None or self.failed:
             return self.alembic.run(self.dbname, *args)
         index, self.next_index = self.next_index, self.next_index + 1

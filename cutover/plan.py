@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from cutover import db
+from cutover.alembic_session import AlembicSession
 from cutover.errors import PreflightError
 from cutover.pgtools import PgClient
 from cutover.settings import check_revision
@@ -93,7 +94,9 @@ def prepare_backup_dir(base: Path, database: str) -> Path:
     return target
 
 
-def make_plan(kit: Toolkit, baseline_rev: str | None, target_rev: str | None) -> tuple[Plan, PgClient]:
+def make_plan(kit: Toolkit, baseline_rev: str | None, target_rev: str | None,
+              alembic: AlembicSession | None = None) -> tuple[Plan, PgClient]:
+    """`alembic`: production's warm interpreter, to read the revision graph in (else a process of its own)."""
     settings = kit.settings
     baseline = baseline_rev or settings.baseline_rev
     if not baseline:
@@ -108,7 +111,7 @@ def make_plan(kit: Toolkit, baseline_rev: str | None, target_rev: str | None) ->
     database = settings.postgres_db
     # Reading the script directory is an interpreter start: it runs while the server is probed.
     with ThreadPoolExecutor(1, thread_name_prefix="alembic-graph") as pool:
-        graph = pool.submit(kit.alembic.history, database)
+        graph = pool.submit(alembic.history) if alembic is not None else pool.submit(kit.alembic.history, database)
         try:
             server_num = db.probe(kit.conn, database)
             server_major = server_num // 10000

@@ -20,6 +20,7 @@ from psycopg2 import sql
 from cutover import db
 from cutover.lazy import pandas as pd
 from cutover.alembic_runner import AlembicRunner
+from cutover.alembic_session import AlembicSession
 from cutover.db import ConnInfo
 from cutover.errors import CommandFailed, ConfigError
 from cutover.process import Runner, last_lines
@@ -162,10 +163,15 @@ def amcheck(conn: ConnInfo, dbname: str, *, heapallindexed: bool = False) -> pd.
 # --------------------------------------------------------------------------- offline SQL
 
 
-def offline_sql(alembic: AlembicRunner, dbname: str, from_rev: str, to_rev: str) -> tuple[bool, str]:
-    """(True, the SQL of `alembic upgrade from:to --sql`) or (False, why offline mode failed)."""
+def offline_sql(alembic: AlembicRunner, dbname: str, from_rev: str, to_rev: str,
+                session: AlembicSession | None = None) -> tuple[bool, str]:
+    """(True, the SQL of `alembic upgrade from:to --sql`) or (False, why offline mode failed).
+
+    In `session` (the database's warm interpreter) when one is given: offline mode opens no connection.
+    """
+    args = ("upgrade", f"{from_rev}:{to_rev}", "--sql")
     try:
-        result = alembic.run(dbname, "upgrade", f"{from_rev}:{to_rev}", "--sql")
+        result = session.run(*args) if session is not None else alembic.run(dbname, *args)
     except CommandFailed as exc:
         return False, f"The migrations {from_rev}:{to_rev} could not be rendered as offline SQL: {exc}"
     return True, result.stdout

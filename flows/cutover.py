@@ -138,21 +138,24 @@ def cutover(
     started = record_window(settings.postgres_db, check_start(window), "start")
     if not started.ok:
         return Cancelled(name="Deferred", message=f"Deferred: {started.reason}; nothing was changed.")
-    plan, pg, store = preflight(kit, baseline_rev, target_rev, S3Store.from_settings(settings))
-    # One cutover per database at a time, whatever started it (UI, schedule, CLI); the lock is
-    # the server's, so a killed run frees it, and a rollback can tell a live cutover from a dead one.
-    with db.advisory_lock(kit.conn, run_lock_name(plan.database), wait_seconds=0) as locked:
-        if not locked:
-            raise PreflightError(f"Another cutover of {plan.database} is running or waiting for approval; "
-                                 "nothing was changed.")
-        return _cutover_locked(
-            log, settings, kit, window, plan, pg, store, dry_run=dry_run, cleanup_scratch=cleanup_scratch,
-            approved_by=approved_by, ticket=ticket, checklist=checklist,
-            approval_timeout_seconds=approval_timeout_seconds, rollback_on_failure=rollback_on_failure)
+    # Production's alembic interpreter starts now and serves every alembic command on production:
+    # the revision graph at preflight, the upgrade's offline SQL, then stamp and upgrade.
+    with AlembicSession(kit.alembic, settings.postgres_db) as prod_alembic:
+        plan, pg, store = preflight(kit, baseline_rev, target_rev, S3Store.from_settings(settings), prod_alembic)
+        # One cutover per database at a time, whatever started it (UI, schedule, CLI); the lock is
+        # the server's, so a killed run frees it, and a rollback can tell a live cutover from a dead one.
+        with db.advisory_lock(kit.conn, run_lock_name(plan.database), wait_seconds=0) as locked:
+            if not locked:
+                raise PreflightError(f"Another cutover of {plan.database} is running or waiting for approval; "
+                                     "nothing was changed.")
+            return _cutover_locked(
+                log, settings, kit, window, plan, pg, store, prod_alembic, dry_run=dry_run,
+                cleanup_scratch=cleanup_scratch, approved_by=approved_by, ticket=ticket, checklist=checklist,
+                approval_timeout_seconds=approval_timeout_seconds, rollback_on_failure=rollback_on_failure)
 
 
-def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store, *, dry_run: bool,
-                    cleanup_scratch: bool, approved_by: str | None, ticket: str | None, checklist: Checklist,
+def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store, prod_alembic: AlembicSession, *,
+                    dry_run: bool, cleanup_scratch: bool, approved_by: str | None, ticket: str | None, checklist: Checklist,
                     approval_timeout_seconds: int | None, rollback_on_failure: bool):
     """Everything after preflight, under the database's cutover lock."""
     # 1. Checklist: pre-approved by parameters, or answered in the UI's form while the run waits.
@@ -190,7 +193,8 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
     beside = ThreadPoolExecutor(1, thread_name_prefix="beside-restore")
     # Work that needs no production state runs beside the critical path from the start.
     baseline_build = build_baseline.submit(kit, pg, plan) if plan.needs_stamp and not plan.at_target else None
-    rendering = upgrade_sql.submit(kit, plan) if settings.lint != "off" and not plan.at_target else None
+    rendering = (upgrade_sql.submit(kit, plan, prod_alembic) if settings.lint != "off" and not plan.at_target
+                 else None)
     try:
         if plan.at_target:
             log.info("Production is already at %s: nothing to change.", plan.target_rev)
@@ -200,13 +204,10 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
             progress.complete()
             return _summary(rec)
 
-        # The alembic interpreters for scratch and production start now, before the backup: by the
-        # time their commands are due, Python and the app's imports are paid for.
+        # The scratch copy's alembic interpreter starts now, before the backup: by the time its
+        # commands are due, Python and the app's imports are paid for.
         scratch_alembic = AlembicSession(kit.alembic, plan.scratch_db)
         sessions.append(scratch_alembic)
-        prod_alembic = AlembicSession(kit.alembic, plan.database) if not dry_run else None
-        if prod_alembic is not None:
-            sessions.append(prod_alembic)
 
         # 1. Writes paused, checked rather than assumed (and enforced with CUTOVER_WRITE_FREEZE=stop-service).
         # The instant check now; the counter sample runs beside the backup's start and must pass
@@ -326,6 +327,7 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
             rec.skip("production-stamp", f"already at {plan.revision_before}")
         with rec.step("production-upgrade"):
             transcripts.append(upgrade_production(kit, plan, prod_alembic))
+        prod_alembic.close(wait=False)  # its exit is collected at the end, off the path
         with rec.step("production-current"):
             rec.update(revision_after=production_current(kit, plan, transcripts))
 
@@ -356,6 +358,8 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
             log.warning("Scratch copy %s kept for inspection.", rec.manifest.scratch_db)
         raise
     finally:
+        if rendering is not None:
+            rendering.wait()  # it may still use production's interpreter (a dry run never waits for it)
         for session in sessions:
             session.reap()
         beside.shutdown(wait=True, cancel_futures=True)

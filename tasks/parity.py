@@ -13,6 +13,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from cutover import early, parity, safety
+from cutover.alembic_session import AlembicSession
 from cutover.errors import StepFailed
 from cutover.pgtools import PgClient
 from cutover.plan import Plan, derived_name
@@ -112,10 +113,11 @@ def scratch_amcheck(kit: Toolkit, plan: Plan) -> dict:
 
 
 @task(name="upgrade-sql", cache_policy=NO_CACHE, timeout_seconds=600)
-def upgrade_sql(kit: Toolkit, plan: Plan) -> dict:
-    """The SQL the upgrade will run, for the reviewer, with squawk's findings."""
+def upgrade_sql(kit: Toolkit, plan: Plan, session: AlembicSession | None = None) -> dict:
+    """The SQL the upgrade will run, for the reviewer, with squawk's findings (in production's
+    warm interpreter when `session` is given)."""
     start = plan.revision_before or plan.baseline_rev
-    ok, text = safety.offline_sql(kit.alembic, plan.database, start, plan.target_rev)
+    ok, text = safety.offline_sql(kit.alembic, plan.database, start, plan.target_rev, session)
     if not ok:
         publish_markdown(plan.database, "upgrade-sql", f"# Upgrade SQL\n\nOffline mode failed; not linted.\n\n{text}\n",
                          "The SQL of the upgrade (alembic --sql) and its lint")

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from cutover.alembic_session import AlembicSession
 from cutover.errors import PreflightError
 from cutover.pgtools import PgClient
 from cutover.plan import Plan, make_plan
@@ -19,8 +20,10 @@ from tasks.evidence import retry_on_connection_error
 @task(name="preflight", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3,
       retry_condition_fn=retry_on_connection_error, timeout_seconds=600)
 def preflight(kit: Toolkit, baseline_rev: str | None, target_rev: str | None,
-              store: S3Store | None = None) -> tuple[Plan, PgClient, S3Store | None]:
-    """Returns the store to mirror to: None when mirroring is off, or optional and unreachable."""
+              store: S3Store | None = None, alembic: AlembicSession | None = None) -> tuple[Plan, PgClient, S3Store | None]:
+    """Returns the store to mirror to: None when mirroring is off, or optional and unreachable.
+
+    `alembic`: production's warm interpreter, which reads the revision graph."""
     settings = kit.settings
     # The writes-paused sample starts here, so its wait overlaps preflight (see cutover.writes),
     # or earlier, when `cutover run` read the counters of this database before importing Prefect;
@@ -32,7 +35,7 @@ def preflight(kit: Toolkit, baseline_rev: str | None, target_rev: str | None,
     with ThreadPoolExecutor(1, thread_name_prefix="preflight-s3") as pool:
         # The bucket check is a network round trip: it runs beside the database and alembic checks.
         bucket = pool.submit(store.check_bucket) if store is not None else None
-        plan, pg = make_plan(kit, baseline_rev, target_rev)
+        plan, pg = make_plan(kit, baseline_rev, target_rev, alembic)
         if bucket is not None:
             try:
                 bucket.result()

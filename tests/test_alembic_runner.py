@@ -15,6 +15,7 @@ from cutover.errors import CommandFailed
 from cutover.process import Runner
 from cutover.writes import first_reading, sample_writes
 from tests.conftest import BASELINE, HEAD
+from tests.helpers import data_fingerprint
 
 
 def runner(conn, command=("alembic",), app_dir=EXAMPLE_APP_DIR) -> AlembicRunner:
@@ -65,6 +66,27 @@ def test_a_warm_session_runs_each_command_when_sent_with_its_own_transcript(conn
     assert db.alembic_revision(conn, pilot) == HEAD
     assert session.proc is None  # closed with the `with`
 
+
+
+def test_production_s_session_reads_the_graph_renders_offline_sql_then_migrates(conn, pilot):
+    """What the cutover sends production's one interpreter, in its order; nothing touches the
+    database before the stamp."""
+    from cutover import safety
+
+    before = data_fingerprint(conn, pilot)
+    with AlembicSession(runner(conn), pilot) as session:
+        pid = session.proc.pid
+        history = session.history()
+        ok, sql = safety.offline_sql(session.alembic, pilot, BASELINE, HEAD, session)
+        assert db.alembic_revision(conn, pilot) is None and data_fingerprint(conn, pilot) == before
+        session.run("stamp", BASELINE)
+        session.run("upgrade", HEAD)
+        assert session.proc.pid == pid  # one interpreter for all of it
+
+    assert history.heads == runner(conn).history(pilot).heads == [HEAD]
+    assert history.ancestors(HEAD) >= {BASELINE, HEAD}
+    assert ok and "ALTER TABLE breweries ADD COLUMN slug" in sql and "UPDATE alembic_version" in sql
+    assert db.alembic_revision(conn, pilot) == HEAD
 
 def test_a_warm_session_stops_at_the_first_failure_and_keeps_its_output(conn, pilot, broken_alembic_dir):
     session = AlembicSession(runner(conn, app_dir=broken_alembic_dir), pilot)

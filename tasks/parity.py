@@ -20,10 +20,14 @@ from cutover.plan import Plan, derived_name
 from cutover.toolkit import Toolkit
 from tasks.evidence import code_block, publish_markdown, publish_table
 
+# Tasks here that the cutover runs beside others (`.submit()`, a worker thread) have no Prefect
+# timeout: there it cannot interrupt a blocking call and only logs a warning in every run; their
+# subprocesses, queries and HTTP requests carry their own timeouts.
+
 MAX_SQL_CHARS = 60_000  # an artifact is for reading; the whole SQL is in the migrations
 
 
-@task(name="baseline-build", cache_policy=NO_CACHE, timeout_seconds=1800)
+@task(name="baseline-build", cache_policy=NO_CACHE)
 def build_baseline(kit: Toolkit, pg: PgClient, plan: Plan) -> dict:
     """The baseline from nothing: a new empty database upgraded to BASELINE_REV, fingerprinted, dropped.
 
@@ -97,7 +101,7 @@ def data_parity(kit: Toolkit, plan: Plan, production_side: Future | None = None,
     return {"tables": len(frame), "checksummed": int((frame["checksum production"] != parity.SKIPPED_SIZE).sum())}
 
 
-@task(name="scratch-amcheck", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)
+@task(name="scratch-amcheck", cache_policy=NO_CACHE)
 def scratch_amcheck(kit: Toolkit, plan: Plan) -> dict:
     """A restore that produced a corrupt index is caught here, on scratch."""
     frame = safety.amcheck(kit.conn, plan.scratch_db)
@@ -112,7 +116,7 @@ def scratch_amcheck(kit: Toolkit, plan: Plan) -> dict:
     return {"checked": len(frame)}
 
 
-@task(name="upgrade-sql", cache_policy=NO_CACHE, timeout_seconds=600)
+@task(name="upgrade-sql", cache_policy=NO_CACHE)
 def upgrade_sql(kit: Toolkit, plan: Plan, session: AlembicSession | None = None) -> dict:
     """The SQL the upgrade will run, for the reviewer, with squawk's findings (in production's
     warm interpreter when `session` is given)."""
@@ -153,7 +157,7 @@ def blocking_sessions(kit: Toolkit, plan: Plan) -> list[dict]:
     return sessions
 
 
-@task(name="schema-parity", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2, timeout_seconds=600)
+@task(name="schema-parity", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
 def schema_parity(kit: Toolkit, plan: Plan, scratch: dict) -> int:
     """Production after its upgrade has the schema the scratch copy had after the same upgrade."""
     differences = parity.diff(parity.fingerprint(kit.conn, plan.database), scratch,

@@ -12,8 +12,12 @@ from cutover.plan import Plan
 from cutover.toolkit import Toolkit
 from tasks.evidence import code_block, publish_markdown, publish_table
 
+# Tasks here that the cutover runs beside others (`.submit()`, a worker thread) have no Prefect
+# timeout: there it cannot interrupt a blocking call and only logs a warning in every run; their
+# subprocesses, queries and HTTP requests carry their own timeouts.
 
-@task(name="service-status", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, timeout_seconds=300)
+
+@task(name="service-status", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def service_status(kit: Toolkit, plan: Plan) -> str:
     """5.1 (`docker-compose ps`), through the configured status command."""
     result = kit.service.status()
@@ -23,7 +27,7 @@ def service_status(kit: Toolkit, plan: Plan) -> str:
     return text
 
 
-@task(name="api-health", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=2, timeout_seconds=600)
+@task(name="api-health", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=2)
 def api_health(kit: Toolkit, plan: Plan) -> list[dict]:
     """5.2: every configured path answers 2xx (retried: the backend may be reconnecting)."""
     settings = kit.settings
@@ -46,7 +50,7 @@ def api_health(kit: Toolkit, plan: Plan) -> list[dict]:
     return rows
 
 
-@task(name="db-objects", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, timeout_seconds=600)
+@task(name="db-objects", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def db_objects(kit: Toolkit, plan: Plan, pg: PgClient, compare_with_scratch: bool = True) -> list[str]:
     """5.3: `\\dt` as evidence; every table of the upgraded scratch copy exists in production."""
     listing = pg.psql(plan.database, r"\dt")

@@ -267,13 +267,14 @@ class CpuMeter:
         reading = {"run": self._children_cpu()}
         for group, pid in self.services.items():
             total = 0.0
-            try:
-                root = psutil.Process(pid)
-                procs = [root, *root.children(recursive=True)]
-            except psutil.Error:
-                procs = []
-            if group == "postgres":
+            if group == "postgres":  # not ours: every process named postgres
                 procs = [pr for pr in psutil.process_iter() if _is_postgres(pr)]
+            else:
+                try:
+                    root = psutil.Process(pid)
+                    procs = [root, *root.children(recursive=True)]
+                except psutil.Error:
+                    procs = []
             for pr in procs:
                 try:
                     t = pr.cpu_times()

@@ -152,16 +152,11 @@ def sample_writes(conn: ConnInfo, dbname: str, seconds: float, since: CounterRea
     return finish_sample(conn, dbname, seconds, begin_sample(conn, dbname, seconds, since))
 
 
-def writers_now(conn: ConnInfo, dbname: str) -> list[dict]:
-    """Other sessions on dbname holding a transaction id right now: they have written, or are writing."""
+def changes_since(conn: ConnInfo, reading: CounterReading) -> tuple[int, list[dict]]:
+    """Rows inserted, updated or deleted in the reading's database since it was taken (flushed
+    counters), and the sessions holding a transaction id there now: one connection for both."""
     with connect(conn, "postgres") as c, c.cursor() as cur:
-        return _writers(cur, dbname)
-
-
-def changes_since(conn: ConnInfo, reading: CounterReading) -> int:
-    """Rows inserted, updated or deleted in the reading's database since it was taken (flushed counters)."""
-    with connect(conn, "postgres") as c, c.cursor() as cur:
-        return _counters(cur, reading.database) - reading.tuples
+        return _counters(cur, reading.database) - reading.tuples, _writers(cur, reading.database)
 
 
 def _writers(cur, dbname: str) -> list[dict]:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from cutover.errors import PreflightError, StepFailed
 from cutover.toolkit import Toolkit
 from cutover.window import WindowCheck
-from cutover.writes import CounterReading, SampleStart, begin_sample, changes_since, finish_sample, writers_now
+from cutover.writes import CounterReading, SampleStart, begin_sample, changes_since, finish_sample
 from tasks.evidence import publish_markdown, publish_table
 
 ITEMS = {
@@ -170,8 +170,7 @@ def writes_still_paused(kit: Toolkit, database: str, since: CounterReading) -> i
     production untouched instead. Writes committed within the last stats flush beat may not
     be counted yet; sessions still inside a write hold a transaction id, and those are caught.
     """
-    changed = changes_since(kit.conn, since)
-    writers = writers_now(kit.conn, database)
+    changed, writers = changes_since(kit.conn, since)
     _publish_sample(database, writers, f"Rows changed since the writes-paused sample began: {changed}; "
                                        f"{'still paused' if not changed and not writers else 'NOT paused'}",
                     key="writes-still-paused")

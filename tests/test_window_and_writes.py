@@ -53,8 +53,11 @@ def _scratch_stamped(conn, pilot: str) -> bool:
         return bool(cur.fetchone()[0])
 
 
-def _writer(conn, pilot: str, ready):
-    """One committed write on the pilot as soon as `ready(conn, pilot)`, from another thread."""
+def _run_with_a_late_writer(conn, pilot: str, ready):
+    """The cutover, while another thread commits one write on the pilot as soon as `ready(conn, pilot)`.
+
+    Returns the run's state and manifest; the write happened and its row is there, untouched by the run.
+    """
     done, stop = threading.Event(), threading.Event()
 
     def write_once() -> None:
@@ -67,28 +70,27 @@ def _writer(conn, pilot: str, ready):
 
     thread = threading.Thread(target=write_once, daemon=True)
     thread.start()
-    return done, stop, thread
+    state = cutover(**APPROVED, return_state=True)
+    stop.set()
+    thread.join()
+    assert done.is_set(), f"the writer never saw {ready.__name__}"
+    with db.connect(conn, pilot) as c, c.cursor() as cur:
+        cur.execute("SELECT city FROM breweries WHERE id = 1")
+        assert cur.fetchone()[0].endswith("(late)")
+    return state, load_manifest(next(Path(os.environ["CUTOVER_BACKUP_DIR"]).rglob("manifest.json")))
 
 
 def test_a_write_during_the_sample_beside_the_backup_stops_the_run_untouched(prefect_api, conn, pilot, cutover_env):
     # The sample (3 s + the flush beat) runs beside the backup: the write lands once the scratch copy exists.
     cutover_env.setenv("CUTOVER_WRITE_SAMPLE_SECONDS", "3")
-    done, stop, thread = _writer(conn, pilot, _scratch_exists)
 
-    state = cutover(**APPROVED, return_state=True)
+    state, m = _run_with_a_late_writer(conn, pilot, _scratch_exists)
 
-    stop.set()
-    thread.join()
-    assert done.is_set(), "the writer never saw the scratch copy"
     assert state.is_failed()
     assert "Writes are not paused" in state.message and "rows changed" in state.message
-    m = load_manifest(next(Path(os.environ["CUTOVER_BACKUP_DIR"]).rglob("manifest.json")))
     assert m.failure["step"] == "writes-sample" and not m.production_touched
     assert m.backup is not None and Path(m.backup.path).exists()  # taken beside the sample, and kept
     assert db.alembic_revision(conn, pilot) is None
-    with db.connect(conn, pilot) as c, c.cursor() as cur:
-        cur.execute("SELECT city FROM breweries WHERE id = 1")
-        assert cur.fetchone()[0].endswith("(late)")  # the writer's row is there, untouched by the run
     assert f"{pilot.replace('_', '-')}-writes-paused" in artifacts_of(state.state_details.flow_run_id)
 
 
@@ -96,22 +98,15 @@ def test_a_write_after_the_sample_stops_the_run_before_production(prefect_api, c
     # A zero-second sample passes at once; the write lands once the scratch copy is stamped, after
     # the backup, where a rollback would lose it: the gate before production must see it.
     cutover_env.setenv("CUTOVER_WRITE_SAMPLE_SECONDS", "0")
-    done, stop, thread = _writer(conn, pilot, _scratch_stamped)
 
-    state = cutover(**APPROVED, return_state=True)
+    state, m = _run_with_a_late_writer(conn, pilot, _scratch_stamped)
 
-    stop.set()
-    thread.join()
-    assert done.is_set(), "the writer never saw the scratch copy being stamped"
     assert state.is_failed()
     assert "Writes resumed" in state.message and "1 rows changed" in state.message, state.message
-    m = load_manifest(next(Path(os.environ["CUTOVER_BACKUP_DIR"]).rglob("manifest.json")))
     assert m.failure["step"] == "writes-still-paused" and not m.production_touched
     assert m.step("writes-sample").status == "succeeded"
     assert db.alembic_revision(conn, pilot) is None
-    with db.connect(conn, pilot) as c, c.cursor() as cur:
-        cur.execute("SELECT city FROM breweries WHERE id = 1")
-        assert cur.fetchone()[0].endswith("(late)")
+
 
 def test_a_run_starting_after_its_window_is_deferred_untouched(prefect_api, conn, pilot, cutover_env):
     cutover_env.setenv("CUTOVER_WINDOW_END", (datetime.now(timezone.utc) - timedelta(minutes=5)).isoformat())

@@ -29,21 +29,23 @@ def _run(args: argparse.Namespace) -> int:
         from prefect.exceptions import CancelledRun
 
         from flows.cutover import cutover
+        from flows.heartbeats import engine_heartbeats_replaced
         from tasks.checklist import Checklist
 
         if server is not None:
             server.wait_until_healthy()
         checklist = Checklist.all_confirmed() if args.confirm_checklist else Checklist()
         try:
-            summary = cutover(
-                baseline_rev=args.baseline_rev,
-                target_rev=args.target_rev,
-                dry_run=args.dry_run,
-                cleanup_scratch=not args.keep_scratch,
-                approved_by=args.approved_by,
-                ticket=args.ticket,
-                checklist=checklist,
-            )
+            with engine_heartbeats_replaced():  # the flow sends them: its end waits for no sleeping thread
+                summary = cutover(
+                    baseline_rev=args.baseline_rev,
+                    target_rev=args.target_rev,
+                    dry_run=args.dry_run,
+                    cleanup_scratch=not args.keep_scratch,
+                    approved_by=args.approved_by,
+                    ticket=args.ticket,
+                    checklist=checklist,
+                )
         except CancelledRun as exc:  # deferred (window) or not approved: nothing was changed
             print(f"cutover: {exc}", file=sys.stderr)
             return 3
@@ -95,9 +97,12 @@ def _rollback(args: argparse.Namespace) -> int:
     from cutover.settings import load_settings
 
     load_settings()
+    from flows.heartbeats import engine_heartbeats_replaced
     from flows.rollback import rollback
 
-    print(json.dumps(rollback(manifest=args.manifest, strategy=args.strategy), indent=2))
+    with engine_heartbeats_replaced():
+        summary = rollback(manifest=args.manifest, strategy=args.strategy)
+    print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -26,11 +26,12 @@ from cutover.lazy import pandas, preload
 from cutover.storage import S3Store
 from cutover.toolkit import Toolkit
 from cutover.window import Window, check_production, check_start
+from flows.heartbeats import heartbeats
 from tasks.backup import full_backup, schema_snapshot, verify_backup
 from tasks.checklist import (Checklist, approve, check_writes_paused, record_window, writes_sample,
                              writes_still_paused)
 from tasks.cleanup import drop_scratch
-from tasks.evidence import Progress
+from tasks.evidence import Progress, evidence_drained
 from tasks.offsite import mirror, prune
 from tasks.parity import (
     baseline_parity,
@@ -129,29 +130,30 @@ def cutover(
         target: Another database than the worker's POSTGRES_DB (set by the fleet flow): its settings over the worker's; a password by reference only.
     """
     log = get_run_logger()
-    preload(pandas)  # first needed by baseline parity; imported while preflight waits
-    settings = target_settings(target)
-    kit = Toolkit.from_settings(settings)
-    window = Window.resolve(_scheduled_start(), settings.window_end, window_minutes or settings.window_minutes)
+    with heartbeats(), evidence_drained(log):  # artifacts all in the API before the run's final state
+        preload(pandas)  # first needed by baseline parity; imported while preflight waits
+        settings = target_settings(target)
+        kit = Toolkit.from_settings(settings)
+        window = Window.resolve(_scheduled_start(), settings.window_end, window_minutes or settings.window_minutes)
 
-    # 1. Maintenance window: a run that starts after its window closed changes nothing.
-    started = record_window(settings.postgres_db, check_start(window), "start")
-    if not started.ok:
-        return Cancelled(name="Deferred", message=f"Deferred: {started.reason}; nothing was changed.")
-    # Production's alembic interpreter starts now and serves every alembic command on production:
-    # the revision graph at preflight, the upgrade's offline SQL, then stamp and upgrade.
-    with AlembicSession(kit.alembic, settings.postgres_db) as prod_alembic:
-        plan, pg, store = preflight(kit, baseline_rev, target_rev, S3Store.from_settings(settings), prod_alembic)
-        # One cutover per database at a time, whatever started it (UI, schedule, CLI); the lock is
-        # the server's, so a killed run frees it, and a rollback can tell a live cutover from a dead one.
-        with db.advisory_lock(kit.conn, run_lock_name(plan.database), wait_seconds=0) as locked:
-            if not locked:
-                raise PreflightError(f"Another cutover of {plan.database} is running or waiting for approval; "
-                                     "nothing was changed.")
-            return _cutover_locked(
-                log, settings, kit, window, plan, pg, store, prod_alembic, dry_run=dry_run,
-                cleanup_scratch=cleanup_scratch, approved_by=approved_by, ticket=ticket, checklist=checklist,
-                approval_timeout_seconds=approval_timeout_seconds, rollback_on_failure=rollback_on_failure)
+        # 1. Maintenance window: a run that starts after its window closed changes nothing.
+        started = record_window(settings.postgres_db, check_start(window), "start")
+        if not started.ok:
+            return Cancelled(name="Deferred", message=f"Deferred: {started.reason}; nothing was changed.")
+        # Production's alembic interpreter starts now and serves every alembic command on production:
+        # the revision graph at preflight, the upgrade's offline SQL, then stamp and upgrade.
+        with AlembicSession(kit.alembic, settings.postgres_db) as prod_alembic:
+            plan, pg, store = preflight(kit, baseline_rev, target_rev, S3Store.from_settings(settings), prod_alembic)
+            # One cutover per database at a time, whatever started it (UI, schedule, CLI); the lock is
+            # the server's, so a killed run frees it, and a rollback can tell a live cutover from a dead one.
+            with db.advisory_lock(kit.conn, run_lock_name(plan.database), wait_seconds=0) as locked:
+                if not locked:
+                    raise PreflightError(f"Another cutover of {plan.database} is running or waiting for approval; "
+                                         "nothing was changed.")
+                return _cutover_locked(
+                    log, settings, kit, window, plan, pg, store, prod_alembic, dry_run=dry_run,
+                    cleanup_scratch=cleanup_scratch, approved_by=approved_by, ticket=ticket, checklist=checklist,
+                    approval_timeout_seconds=approval_timeout_seconds, rollback_on_failure=rollback_on_failure)
 
 
 def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store, prod_alembic: AlembicSession, *,
@@ -183,7 +185,7 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
         plan.run_dir,
         settings.secrets,
     )
-    progress = _ProgressOffPath(Progress(plan.database, _planned_steps(plan, dry_run, store is not None, settings)))
+    progress = Progress(plan.database, _planned_steps(plan, dry_run, store is not None, settings))
     rec.listeners.append(progress.step_finished)
     mirroring = None
     restoring = None
@@ -396,26 +398,6 @@ def _planned_steps(plan, dry_run: bool, mirrored: bool, settings) -> list[str]:
     steps += ["window-check"] + (["writes-still-paused"] if sampled else []) + ["blocking-sessions"]
     steps += ["production-stamp"] if plan.needs_stamp else []
     return steps + ["production-upgrade", "production-current", "validate", "scratch-drop"]
-
-
-class _ProgressOffPath:
-    """The progress bar's updates, sent in order from one thread: an API round trip per step that no step waits for."""
-
-    def __init__(self, progress: Progress):
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.progress = progress
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="progress")
-
-    def step_finished(self, record) -> None:
-        import contextvars
-
-        # The run's context (API URL, flow run) goes with each update: threads do not inherit it.
-        self.pool.submit(contextvars.copy_context().run, self.progress.step_finished, record)
-
-    def complete(self) -> None:
-        self.pool.shutdown(wait=True)  # no earlier update may land after 100 %
-        self.progress.complete()
 
 
 def _restart_backend(rec: RunRecorder, kit: Toolkit, stopped: bool) -> None:

@@ -22,7 +22,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from cutover.fleet import FINAL, FleetBoard, FleetRow, render_fleet_report, utc
 from cutover.inventory import load_inventory
 from tasks.checklist import Checklist, approve
-from tasks.evidence import publish_markdown
+from tasks.evidence import evidence_drained, publish_markdown
 from tasks.fleet import Halt, StartOrder, check_deployment, ensure_limits, run_target
 
 FLEET = "fleet"
@@ -55,58 +55,59 @@ def fleet(
         approval_timeout_seconds: How long to wait for the checklist form.
     """
     log = get_run_logger()
-    inv = load_inventory(inventory, policy=policy, per_host_limit=per_host_limit, max_parallel=max_parallel)
-    check_deployment(inv.deployment)
-    names = ", ".join(t.name for t in inv.targets)
-    answers, refusal = approve(
-        FLEET, f"## Fleet cutover of {len(inv.targets)} databases\n\n{names}\n\nTarget revision `{inv.target_rev}`, "
-        f"policy `{inv.policy}`, at most {inv.per_host_limit} per host and {inv.max_parallel} in all.\n\n"
-        "One answer approves every target's window.",
-        approved_by=approved_by, ticket=ticket, checklist=checklist, dry_run=dry_run, timeout=approval_timeout_seconds)
-    if refusal:
-        return Cancelled(name="NotApproved", message=f"Not approved: {refusal}; no target was started.")
-    limits = ensure_limits(inv)
-    log.info("Fleet of %d targets; limits %s; policy %s.", len(inv.targets), limits, inv.policy)
+    with evidence_drained(log):  # artifacts all in the API before the run's final state
+        inv = load_inventory(inventory, policy=policy, per_host_limit=per_host_limit, max_parallel=max_parallel)
+        check_deployment(inv.deployment)
+        names = ", ".join(t.name for t in inv.targets)
+        answers, refusal = approve(
+            FLEET, f"## Fleet cutover of {len(inv.targets)} databases\n\n{names}\n\nTarget revision `{inv.target_rev}`, "
+            f"policy `{inv.policy}`, at most {inv.per_host_limit} per host and {inv.max_parallel} in all.\n\n"
+            "One answer approves every target's window.",
+            approved_by=approved_by, ticket=ticket, checklist=checklist, dry_run=dry_run, timeout=approval_timeout_seconds)
+        if refusal:
+            return Cancelled(name="NotApproved", message=f"Not approved: {refusal}; no target was started.")
+        limits = ensure_limits(inv)
+        log.info("Fleet of %d targets; limits %s; policy %s.", len(inv.targets), limits, inv.policy)
 
-    fleet_id = str(flow_run.id or uuid.uuid4())
-    progress = create_progress_artifact(progress=0.0, key="fleet-progress",
-                                        description=f"Fleet cutover: {len(inv.targets)} targets")
+        fleet_id = str(flow_run.id or uuid.uuid4())
+        progress = create_progress_artifact(progress=0.0, key="fleet-progress",
+                                            description=f"Fleet cutover: {len(inv.targets)} targets")
 
-    def publish(rows: list[dict]) -> None:
-        create_table_artifact(table=rows, key="fleet-summary",
-                              description="Fleet cutover, one row per target (updated as targets finish)")
-        done = sum(1 for r in rows if r["status"] in FINAL)
-        update_progress_artifact(progress, progress=round(100.0 * done / len(rows), 1))
+        def publish(rows: list[dict]) -> None:
+            create_table_artifact(table=rows, key="fleet-summary",
+                                  description="Fleet cutover, one row per target (updated as targets finish)")
+            done = sum(1 for r in rows if r["status"] in FINAL)
+            update_progress_artifact(progress, progress=round(100.0 * done / len(rows), 1))
 
-    board = FleetBoard([FleetRow(target=t.name, database=t.database, host=t.host_key()) for t in inv.targets], publish)
-    publish(board.table())
-    child_params = {
-        "target_rev": inv.target_rev,
-        "dry_run": dry_run,
-        "approved_by": answers.get("approved_by") or "fleet",
-        "ticket": ticket or answers.get("ticket") or f"fleet run {fleet_id}",
-        "checklist": Checklist.all_confirmed().model_dump(),
-    }
-    halted = Halt()
-    started, t0 = utc(), time.monotonic()
-    order, positions = StartOrder(), {}
-    futures = []
-    for t in inv.targets:
-        position = positions[t.host_key()] = positions.get(t.host_key(), -1) + 1
-        futures.append(run_target.submit(t, position, order, inv, child_params, board, halted, fleet_id,
-                                         ROLLBACK_WAIT_SECONDS))
-    for future in futures:
-        future.wait()
-    seconds = time.monotonic() - t0
-    report = render_fleet_report(board.rows, policy=inv.policy, per_host_limit=inv.per_host_limit,
-                                 max_parallel=inv.max_parallel, started=started, finished=utc(), seconds=seconds,
-                                 halted_by=halted.by)
-    publish_markdown(FLEET, "report", report, "Fleet cutover report")
-    summary = {"targets": board.table(), "counts": board.counts(), "seconds": round(seconds, 1),
-               "policy": inv.policy, "halted_by": halted.by}
-    failed = [r.target for r in board.rows if r.status not in ("succeeded", "noop", "dry-run")]
-    if failed:
-        return Failed(message=f"{len(failed)} of {len(inv.targets)} targets did not cut over: {', '.join(failed)} "
-                              f"({seconds:.0f} s; see the fleet-report artifact).", data=summary)
-    noun = "target" if len(inv.targets) == 1 else "targets"
-    return Completed(message=f"{len(inv.targets)} {noun} cut over in {seconds:.0f} s.", data=summary)
+        board = FleetBoard([FleetRow(target=t.name, database=t.database, host=t.host_key()) for t in inv.targets], publish)
+        publish(board.table())
+        child_params = {
+            "target_rev": inv.target_rev,
+            "dry_run": dry_run,
+            "approved_by": answers.get("approved_by") or "fleet",
+            "ticket": ticket or answers.get("ticket") or f"fleet run {fleet_id}",
+            "checklist": Checklist.all_confirmed().model_dump(),
+        }
+        halted = Halt()
+        started, t0 = utc(), time.monotonic()
+        order, positions = StartOrder(), {}
+        futures = []
+        for t in inv.targets:
+            position = positions[t.host_key()] = positions.get(t.host_key(), -1) + 1
+            futures.append(run_target.submit(t, position, order, inv, child_params, board, halted, fleet_id,
+                                             ROLLBACK_WAIT_SECONDS))
+        for future in futures:
+            future.wait()
+        seconds = time.monotonic() - t0
+        report = render_fleet_report(board.rows, policy=inv.policy, per_host_limit=inv.per_host_limit,
+                                     max_parallel=inv.max_parallel, started=started, finished=utc(), seconds=seconds,
+                                     halted_by=halted.by)
+        publish_markdown(FLEET, "report", report, "Fleet cutover report")
+        summary = {"targets": board.table(), "counts": board.counts(), "seconds": round(seconds, 1),
+                   "policy": inv.policy, "halted_by": halted.by}
+        failed = [r.target for r in board.rows if r.status not in ("succeeded", "noop", "dry-run")]
+        if failed:
+            return Failed(message=f"{len(failed)} of {len(inv.targets)} targets did not cut over: {', '.join(failed)} "
+                                  f"({seconds:.0f} s; see the fleet-report artifact).", data=summary)
+        noun = "target" if len(inv.targets) == 1 else "targets"
+        return Completed(message=f"{len(inv.targets)} {noun} cut over in {seconds:.0f} s.", data=summary)

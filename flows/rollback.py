@@ -21,7 +21,8 @@ from cutover.rollback import ManifestSource, is_flow_run_id, RollbackFailed, loc
 from cutover.inventory import Target
 from cutover.storage import S3Store
 from cutover.toolkit import Toolkit
-from tasks.evidence import publish_markdown
+from flows.heartbeats import heartbeats
+from tasks.evidence import evidence_drained, publish_markdown
 from tasks.targets import flow_run_target, target_settings
 from tasks.rollback import (
     carry_database_properties,
@@ -54,123 +55,124 @@ def rollback(
         target: The fleet target the cutover ran against; by default the one the cutover flow run was given, else the worker's POSTGRES_DB.
     """
     log = get_run_logger()
-    if target is None and is_flow_run_id(manifest):
-        target = flow_run_target(manifest.strip())  # a fleet cutover: same database, same settings
-    settings = target_settings(target)
-    kit = Toolkit.from_settings(settings)
-    store = S3Store.from_settings(settings)
-    me = str(flow_run.id) if flow_run.id else None
+    with heartbeats(), evidence_drained(log):  # artifacts all in the API before the run's final state
+        if target is None and is_flow_run_id(manifest):
+            target = flow_run_target(manifest.strip())  # a fleet cutover: same database, same settings
+        settings = target_settings(target)
+        kit = Toolkit.from_settings(settings)
+        store = S3Store.from_settings(settings)
+        me = str(flow_run.id) if flow_run.id else None
 
-    source = locate_manifest(manifest, backup_dir=settings.backup_dir, database=settings.postgres_db, store=store)
-    if source is None:
-        publish_markdown(settings.postgres_db, "incident",
-                         f"# Incident: cutover run `{manifest}` left no manifest\n\nIt stopped before its first step, "
-                         "before production was touched: aborted before production; nothing to roll back.\n",
-                         "Incident record (runbook 6.5)")
-        return {"status": "not-needed", "reason": "no manifest"}
+        source = locate_manifest(manifest, backup_dir=settings.backup_dir, database=settings.postgres_db, store=store)
+        if source is None:
+            publish_markdown(settings.postgres_db, "incident",
+                             f"# Incident: cutover run `{manifest}` left no manifest\n\nIt stopped before its first step, "
+                             "before production was touched: aborted before production; nothing to roll back.\n",
+                             "Incident record (runbook 6.5)")
+            return {"status": "not-needed", "reason": "no manifest"}
 
-    if not source.manifest.production_touched:
-        m = source.manifest
-        rec = _recorder(source, settings, store)
-        m.rollback = RollbackRecord(status="not-needed", flow_run_id=me, strategy=strategy, finished_at=utcnow(),
-                                    attempts=(m.rollback.attempts if m.rollback else []))
-        _attempt(m, me, "aborted before production; nothing to roll back")
-        rec.save()
-        publish_incident(m, source.run_dir, store)
-        log.info("Cutover of %s failed before production was touched: nothing to roll back.", m.database)
-        return {"status": "not-needed", "database": m.database}
-
-    if automatic and not source.manifest.auto_rollback:
-        m = source.manifest
-        rec = _recorder(source, settings, store)
-        if m.rollback is None:
-            m.rollback = RollbackRecord(status="not-started", flow_run_id=me, strategy=strategy)
-        _attempt(m, me, "automatic rollback is off for this cutover (rollback_on_failure=false); nothing restored")
-        rec.save()
-        publish_incident(m, source.run_dir, store)
-        log.warning("Cutover of %s failed after touching production, and its automatic rollback is off: "
-                    "run the rollback by hand.", m.database)
-        return {"status": "not-started", "database": m.database}
-
-    database = source.manifest.database
-    # A cutover that still holds its lock is alive: restoring under it would race its own steps.
-    with db.advisory_lock(kit.conn, run_lock_name(database), wait_seconds=0) as idle:
-        if not idle:
-            raise RollbackFailed(f"A cutover of {database} is still running; not restoring under it. Nothing was changed.")
-    with db.advisory_lock(kit.conn, database, wait_seconds=LOCK_WAIT_SECONDS) as locked:
-        if not locked:
-            raise RollbackFailed(f"Another rollback of {database} held its lock for {LOCK_WAIT_SECONDS} s; nothing was changed.")
-        m = source.reload()
-        if m.status == "running":
-            # Its lock was free, so the cutover's process is gone: it will never finish this record.
-            m.status, m.finished_at = "crashed", m.finished_at or utcnow()
-        rec = _recorder(source, settings, store, m)
-        if m.rollback is not None and m.rollback.status == "restored":
-            _attempt(m, me, f"found the work done by flow run {m.rollback.flow_run_id}; nothing restored")
+        if not source.manifest.production_touched:
+            m = source.manifest
+            rec = _recorder(source, settings, store)
+            m.rollback = RollbackRecord(status="not-needed", flow_run_id=me, strategy=strategy, finished_at=utcnow(),
+                                        attempts=(m.rollback.attempts if m.rollback else []))
+            _attempt(m, me, "aborted before production; nothing to roll back")
             rec.save()
             publish_incident(m, source.run_dir, store)
-            log.info("Rollback of %s was already done by %s.", database, m.rollback.flow_run_id)
-            return {"status": "already-restored", "database": database, "by": m.rollback.flow_run_id}
+            log.info("Cutover of %s failed before production was touched: nothing to roll back.", m.database)
+            return {"status": "not-needed", "database": m.database}
 
-        m.rollback = RollbackRecord(flow_run_id=me, strategy=strategy,
-                                    attempts=(m.rollback.attempts if m.rollback else []))
-        rec.save()
-        aside = None  # drop-recreate: where production waits while its name is restored
-        try:
-            pg = kit.pg_client(db.probe(kit.conn, "postgres") // 10000)
-            # 6.1 Pause writes and stop the backend
-            with rec.rollback_step("stop-backend"):
-                stop_backend(kit)
-            with rec.rollback_step("fetch-backup"):
-                dump, origin = fetch_backup(m, store, source.run_dir / "restore")
-                m.rollback.restored_from, m.rollback.restored_sha256 = origin, m.backup.sha256
-            if strategy == "rename":
-                # 6.2/6.3 without dropping anything: restore beside production, then swap names.
-                restored = unique_name(kit.conn, database, "restore")
-                with rec.rollback_step("restore") as step:
-                    counts = restore_copy(pg, kit, restored, dump, m.row_counts)
-                    step.detail = {"summary": f"{sum(counts.values())} rows in {len(counts)} tables into {restored}"}
-                _carry_properties(rec, kit, database, restored)
-                failed_name = unique_name(kit.conn, database, "failed")
-                with rec.rollback_step("swap") as step:
-                    swap(kit, database, restored, failed_name)
-                    m.rollback.failed_database = failed_name
-                    step.detail = {"summary": f"{database} -> {failed_name}; {restored} -> {database}"}
-            else:
-                # The runbook's drop, recreate, restore; but production waits aside, not dropped,
-                # until the restore under its name has been verified.
-                aside = unique_name(kit.conn, database, "failed")
-                with rec.rollback_step("drop-recreate") as step:
-                    counts = drop_recreate(pg, kit, database, aside, dump, m.row_counts)
-                    m.rollback.failed_database = aside
-                    step.detail = {"summary": f"{database} -> {aside}; {sum(counts.values())} rows restored "
-                                              f"into {database}"}
-                _carry_properties(rec, kit, aside, database)
-            with rec.rollback_step("verify"):
-                m.rollback.revision_after = verify_restored(kit, m)
-            # 6.4 Start the backend and verify health
-            with rec.rollback_step("start-backend"):
-                m.rollback.health = start_backend(kit)
-            if strategy == "drop-recreate":
-                _drop_aside(rec, pg, m)
-            m.rollback.status = "restored"
-            _attempt(m, me, "restored from the backup")
-        except BaseException as exc:
-            m.rollback.status = "failed"
-            state = _production_state(kit, database, m.rollback.failed_database or aside)
-            m.rollback.error = f"{str(m.rollback.error or exc).rstrip('.')}. {state}"
-            _attempt(m, me, "failed: " + m.rollback.error)
-            log.error("ROLLBACK FAILED for %s: %s", database, m.rollback.error)
-            raise RollbackFailed(f"Rollback of {database} failed: {m.rollback.error}") from None
-        finally:
-            m.rollback.finished_at = utcnow()
+        if automatic and not source.manifest.auto_rollback:
+            m = source.manifest
+            rec = _recorder(source, settings, store)
+            if m.rollback is None:
+                m.rollback = RollbackRecord(status="not-started", flow_run_id=me, strategy=strategy)
+            _attempt(m, me, "automatic rollback is off for this cutover (rollback_on_failure=false); nothing restored")
             rec.save()
-            # 6.5 Incident record
             publish_incident(m, source.run_dir, store)
-    log.info("%s restored from %s; kept the failed database as %s", database, m.rollback.restored_from,
-             m.rollback.failed_database)
-    return {"status": "restored", "database": database, "failed_database": m.rollback.failed_database,
-            "restored_from": m.rollback.restored_from, "revision": m.rollback.revision_after}
+            log.warning("Cutover of %s failed after touching production, and its automatic rollback is off: "
+                        "run the rollback by hand.", m.database)
+            return {"status": "not-started", "database": m.database}
+
+        database = source.manifest.database
+        # A cutover that still holds its lock is alive: restoring under it would race its own steps.
+        with db.advisory_lock(kit.conn, run_lock_name(database), wait_seconds=0) as idle:
+            if not idle:
+                raise RollbackFailed(f"A cutover of {database} is still running; not restoring under it. Nothing was changed.")
+        with db.advisory_lock(kit.conn, database, wait_seconds=LOCK_WAIT_SECONDS) as locked:
+            if not locked:
+                raise RollbackFailed(f"Another rollback of {database} held its lock for {LOCK_WAIT_SECONDS} s; nothing was changed.")
+            m = source.reload()
+            if m.status == "running":
+                # Its lock was free, so the cutover's process is gone: it will never finish this record.
+                m.status, m.finished_at = "crashed", m.finished_at or utcnow()
+            rec = _recorder(source, settings, store, m)
+            if m.rollback is not None and m.rollback.status == "restored":
+                _attempt(m, me, f"found the work done by flow run {m.rollback.flow_run_id}; nothing restored")
+                rec.save()
+                publish_incident(m, source.run_dir, store)
+                log.info("Rollback of %s was already done by %s.", database, m.rollback.flow_run_id)
+                return {"status": "already-restored", "database": database, "by": m.rollback.flow_run_id}
+
+            m.rollback = RollbackRecord(flow_run_id=me, strategy=strategy,
+                                        attempts=(m.rollback.attempts if m.rollback else []))
+            rec.save()
+            aside = None  # drop-recreate: where production waits while its name is restored
+            try:
+                pg = kit.pg_client(db.probe(kit.conn, "postgres") // 10000)
+                # 6.1 Pause writes and stop the backend
+                with rec.rollback_step("stop-backend"):
+                    stop_backend(kit)
+                with rec.rollback_step("fetch-backup"):
+                    dump, origin = fetch_backup(m, store, source.run_dir / "restore")
+                    m.rollback.restored_from, m.rollback.restored_sha256 = origin, m.backup.sha256
+                if strategy == "rename":
+                    # 6.2/6.3 without dropping anything: restore beside production, then swap names.
+                    restored = unique_name(kit.conn, database, "restore")
+                    with rec.rollback_step("restore") as step:
+                        counts = restore_copy(pg, kit, restored, dump, m.row_counts)
+                        step.detail = {"summary": f"{sum(counts.values())} rows in {len(counts)} tables into {restored}"}
+                    _carry_properties(rec, kit, database, restored)
+                    failed_name = unique_name(kit.conn, database, "failed")
+                    with rec.rollback_step("swap") as step:
+                        swap(kit, database, restored, failed_name)
+                        m.rollback.failed_database = failed_name
+                        step.detail = {"summary": f"{database} -> {failed_name}; {restored} -> {database}"}
+                else:
+                    # The runbook's drop, recreate, restore; but production waits aside, not dropped,
+                    # until the restore under its name has been verified.
+                    aside = unique_name(kit.conn, database, "failed")
+                    with rec.rollback_step("drop-recreate") as step:
+                        counts = drop_recreate(pg, kit, database, aside, dump, m.row_counts)
+                        m.rollback.failed_database = aside
+                        step.detail = {"summary": f"{database} -> {aside}; {sum(counts.values())} rows restored "
+                                                  f"into {database}"}
+                    _carry_properties(rec, kit, aside, database)
+                with rec.rollback_step("verify"):
+                    m.rollback.revision_after = verify_restored(kit, m)
+                # 6.4 Start the backend and verify health
+                with rec.rollback_step("start-backend"):
+                    m.rollback.health = start_backend(kit)
+                if strategy == "drop-recreate":
+                    _drop_aside(rec, pg, m)
+                m.rollback.status = "restored"
+                _attempt(m, me, "restored from the backup")
+            except BaseException as exc:
+                m.rollback.status = "failed"
+                state = _production_state(kit, database, m.rollback.failed_database or aside)
+                m.rollback.error = f"{str(m.rollback.error or exc).rstrip('.')}. {state}"
+                _attempt(m, me, "failed: " + m.rollback.error)
+                log.error("ROLLBACK FAILED for %s: %s", database, m.rollback.error)
+                raise RollbackFailed(f"Rollback of {database} failed: {m.rollback.error}") from None
+            finally:
+                m.rollback.finished_at = utcnow()
+                rec.save()
+                # 6.5 Incident record
+                publish_incident(m, source.run_dir, store)
+        log.info("%s restored from %s; kept the failed database as %s", database, m.rollback.restored_from,
+                 m.rollback.failed_database)
+        return {"status": "restored", "database": database, "failed_database": m.rollback.failed_database,
+                "restored_from": m.rollback.restored_from, "revision": m.rollback.revision_after}
 
 
 def _drop_aside(rec: RunRecorder, pg, m) -> None:

@@ -1,11 +1,17 @@
-"""Artifact helpers shared by every task: stable keys and retry conditions."""
+"""Artifact helpers shared by every task: stable keys, retry conditions, and the outbox that posts them."""
 
 from __future__ import annotations
 
+import contextvars
 import re
-from typing import Any
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (create_link_artifact, create_markdown_artifact, create_progress_artifact,
+                               create_table_artifact, update_progress_artifact)
 
 from cutover.errors import ConnectionFailed
 
@@ -18,12 +24,89 @@ def artifact_key(database: str, name: str) -> str:
     return slug[:200]
 
 
+class Outbox:
+    """Artifacts posted to the Prefect API in order, from one thread, so that no step waits for them.
+
+    Each artifact is one API round trip (20-90 ms on a busy 2-core host), and a cutover posts
+    about 25 of them, mostly from steps inside the write-pause window. Each post carries the
+    context of the task or flow run that made it, so the UI files it under that run, as before.
+    Every flow drains the outbox before it ends: its artifacts are in the API by the time its
+    final state is. A post that still fails after its retries does not fail the run (the
+    manifest and the report file hold the same evidence); `drain` names it, and the flow logs it.
+    """
+
+    ATTEMPTS = 3
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
+
+    def post(self, what: str, send: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        # Threads do not inherit context: the run's (API URL, flow and task run ids) goes with each post.
+        context = contextvars.copy_context()
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="evidence")
+            self._pending.append(self._pool.submit(context.run, self._send, what, send, args, kwargs))
+
+    def _send(self, what: str, send: Callable[..., Any], args: tuple, kwargs: dict) -> str | None:
+        for attempt in range(1, self.ATTEMPTS + 1):
+            try:
+                send(*args, **kwargs)
+                return None
+            except Exception as exc:
+                if attempt == self.ATTEMPTS:
+                    return f"{what}: {type(exc).__name__}: {exc}"[:300]
+                time.sleep(0.5 * attempt)
+        return None
+
+    def drain(self, timeout: float = 120.0) -> list[str]:
+        """Wait for every artifact posted so far (by any run in this process); what could not be posted, one line each."""
+        with self._lock:
+            pending = list(self._pending)
+        done, not_done = wait(pending, timeout=timeout)
+        with self._lock:  # each failure is reported once, by the drain that collects it
+            mine = [f for f in done if f in self._pending]
+            self._pending = [f for f in self._pending if f not in done]
+        failures = [str(f.exception() or f.result()) for f in mine if f.exception() or f.result()]
+        if not_done:
+            failures.append(f"{len(not_done)} artifacts still unsent after {timeout:.0f} s")
+        return failures
+
+
+OUTBOX = Outbox()
+
+
+def drain_evidence(logger) -> None:
+    """Before a flow ends: every artifact it posted is in the API, or named in an ERROR line."""
+    failures = OUTBOX.drain()
+    if failures:
+        logger.error("%d artifacts did not reach the Prefect API (the manifest and report file hold the same "
+                     "evidence): %s", len(failures), "; ".join(failures))
+
+
+@contextmanager
+def evidence_drained(logger) -> Iterator[None]:
+    """Around a flow body: `drain_evidence` when it ends, however it ends."""
+    try:
+        yield
+    finally:
+        drain_evidence(logger)
+
+
 def publish_markdown(database: str, name: str, markdown: str, description: str) -> None:
-    create_markdown_artifact(markdown=markdown, key=artifact_key(database, name), description=description)
+    key = artifact_key(database, name)
+    OUTBOX.post(key, create_markdown_artifact, markdown=markdown, key=key, description=description)
 
 
 def publish_table(database: str, name: str, rows: list[dict[str, Any]], description: str) -> None:
-    create_table_artifact(table=rows, key=artifact_key(database, name), description=description)
+    key = artifact_key(database, name)
+    OUTBOX.post(key, create_table_artifact, table=rows, key=key, description=description)
+
+
+def publish_link(key: str, link: str, link_text: str, description: str) -> None:
+    OUTBOX.post(key, create_link_artifact, key=key, link=link, link_text=link_text, description=description)
 
 
 def code_block(text: str) -> str:
@@ -40,24 +123,32 @@ def retry_on_connection_error(task, task_run, state) -> bool:
 
 
 class Progress:
-    """A progress artifact the UI shows filling up as steps finish (updated in place)."""
+    """A progress artifact the UI shows filling up as steps finish (updated in place, through the outbox)."""
 
     def __init__(self, database: str, planned_steps: list[str]):
-        from prefect.artifacts import create_progress_artifact
-
         self.planned = planned_steps
         self.done: set[str] = set()
-        self.id = create_progress_artifact(progress=0.0, key=artifact_key(database, "progress"),
-                                           description=f"Cutover of {database}: {len(planned_steps)} steps")
+        self.id = None
+        self.key = artifact_key(database, "progress")
+        self._value, self._generation = 0.0, 0
+        OUTBOX.post(self.key, self._create, f"Cutover of {database}: {len(planned_steps)} steps")
+
+    def _create(self, description: str) -> None:
+        self.id = create_progress_artifact(progress=0.0, key=self.key, description=description)
+
+    def _queue(self, value: float) -> None:
+        self._value, self._generation = value, self._generation + 1
+        OUTBOX.post(self.key, self._update, self._generation)
+
+    def _update(self, generation: int) -> None:
+        # An update with a newer one queued behind it is skipped: one API call fewer, same final bar.
+        if self.id is not None and generation == self._generation:
+            update_progress_artifact(self.id, progress=self._value)
 
     def step_finished(self, record) -> None:
-        from prefect.artifacts import update_progress_artifact
-
         if record.name in self.planned:
             self.done.add(record.name)
-            update_progress_artifact(self.id, progress=round(100.0 * len(self.done) / len(self.planned), 1))
+            self._queue(round(100.0 * len(self.done) / len(self.planned), 1))
 
     def complete(self) -> None:
-        from prefect.artifacts import update_progress_artifact
-
-        update_progress_artifact(self.id, progress=100.0)
+        self._queue(100.0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_link_artifact
 from prefect.cache_policies import NO_CACHE
 
 from cutover.manifest import BackupRecord, OffsiteRecord
@@ -12,7 +11,7 @@ from cutover.plan import Plan
 from cutover.report import human_size
 from cutover.retention import apply_prune, plan_prune
 from cutover.storage import S3Store
-from tasks.evidence import artifact_key, publish_table
+from tasks.evidence import artifact_key, publish_link, publish_table
 
 
 # No Prefect timeout: it runs in a worker thread, where Prefect cannot interrupt it; botocore's
@@ -31,7 +30,7 @@ def mirror(store: S3Store, plan: Plan, backup: BackupRecord, link_seconds: int, 
     )
     for obj in record.objects:
         name = obj.key.rsplit("/", 1)[-1]
-        create_link_artifact(
+        publish_link(
             key=artifact_key(plan.database, "offsite-" + ("dump" if name.endswith(".dump") else "schema")),
             link=store.link(obj.key, link_seconds, console_url),
             link_text=f"s3://{record.bucket}/{obj.key}",

@@ -75,3 +75,32 @@ def drop_database(conn: ConnInfo, name: str) -> None:
     db.terminate_sessions(conn, name)
     with db.connect(conn, "postgres") as c, c.cursor() as cur:
         cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def run_lock_held(conn: ConnInfo, database: str) -> bool:
+    """Whether some session holds the cutover lock of database (as a live cutover does), read from pg_locks."""
+    from cutover.rollback import run_lock_name
+
+    key = db._lock_key(run_lock_name(database))
+    with db.connect(conn, "postgres") as c, c.cursor() as cur:
+        cur.execute("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+                    "AND classid::bigint = %s AND objid::bigint = %s)", ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF))
+        return cur.fetchone()[0]
+
+
+def heartbeat_events(flow_run_id, wait_seconds: float = 30.0) -> list[dict]:
+    """The `prefect.flow-run.heartbeat` events the Prefect API holds for a flow run (waits for the first to be stored)."""
+    import time
+
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    query = {"filter": {"event": {"name": ["prefect.flow-run.heartbeat"]},
+                        "resource": {"id": [f"prefect.flow-run.{flow_run_id}"]}}, "limit": 50}
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        found = httpx.post(PREFECT_API_URL.value() + "/events/filter", json=query, timeout=10).json()["events"]
+        if found or time.monotonic() > deadline:
+            time.sleep(1.0 if found else 0)  # events sent together are stored together; one more look
+            return httpx.post(PREFECT_API_URL.value() + "/events/filter", json=query, timeout=10).json()["events"]
+        time.sleep(0.5)

@@ -316,6 +316,23 @@ def _is_postgres(pr) -> bool:
         return False
 
 
+def wait_or_end(proc: subprocess.Popen) -> int:
+    """The run's exit code; if the benchmark itself is stopped meanwhile, the run's whole session goes too."""
+    try:
+        return proc.wait(timeout=4 * 3600)
+    except BaseException:
+        end_session(proc)
+        raise
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (a timeout, a CI kill) unwinds like Ctrl-C: moto, the API and the Prefect server are stopped."""
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def end_session(proc: subprocess.Popen) -> None:
     """Stop whatever is left in the session we started `proc` in (its own id as process group)."""
     try:
@@ -409,7 +426,7 @@ def run_manual(ctx: Context, rnd: int) -> Run:
         with CpuMeter(ctx.services) as cpu:
             proc = subprocess.Popen(["bash", str(MANUAL)], env=env, stdout=fh, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, cwd=REPO, start_new_session=True)
-            rc = proc.wait(timeout=4 * 3600)
+            rc = wait_or_end(proc)
             wall = time.monotonic() - started
     end_session(proc)
     marks = [(m.group(1), float(m.group(2)))
@@ -480,7 +497,7 @@ def run_cutover(ctx: Context, rnd: int, variant: str) -> Run:
                                     env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     cwd=run_dir, start_new_session=True)
             with RssMonitor(proc.pid) as mon:
-                rc = proc.wait(timeout=4 * 3600)
+                rc = wait_or_end(proc)
             wall = time.monotonic() - started
         t1 = t0 + wall
     end_session(proc)
@@ -938,6 +955,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write raw results here")
     parser.add_argument("--keep-work", action="store_true", help="keep logs and manifests (printed path)")
     args = parser.parse_args()
+    stop_on_sigterm()
 
     sizes = [float(s) for s in args.sizes.split(",")] if args.sizes else [args.size_mb]
     pairs = args.pairs or (1 if args.sizes else 3)

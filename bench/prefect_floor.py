@@ -23,7 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cutover_bench import CpuMeter, listener_pid, machine_info, start_prefect_server, warm_up, Pg  # noqa: E402
+from cutover_bench import (CpuMeter, Pg, listener_pid, machine_info, start_prefect_server,  # noqa: E402
+                           stop_on_sigterm, warm_up)
 
 # The flow, run as its own process: `import` time, then the flow run, then the process exit.
 FLOW = """
@@ -56,6 +57,7 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=30, help="task runs of a cutover (29 on the example pilot)")
     parser.add_argument("--artifacts", type=int, default=25, help="artifacts of a cutover (about 25)")
     args = parser.parse_args()
+    stop_on_sigterm()
     cases = [(0, 0), (args.tasks, 0), (args.tasks, args.artifacts)]
     results: dict[tuple[int, int], list[dict]] = {c: [] for c in cases}
     work = Path(tempfile.mkdtemp(prefix="prefect_floor_"))

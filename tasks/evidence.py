@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextvars
+import queue
 import re
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -33,22 +34,37 @@ class Outbox:
     Every flow drains the outbox before it ends: its artifacts are in the API by the time its
     final state is. A post that still fails after its retries does not fail the run (the
     manifest and the report file hold the same evidence); `drain` names it, and the flow logs it.
+    A post uses its run's own API client (from that context), which is closed once the flow run
+    has ended: the drain belongs inside the flow body.
     """
 
     ATTEMPTS = 3
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
+        self._queue: queue.SimpleQueue | None = None
         self._pending: list[Future] = []
 
     def post(self, what: str, send: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         # Threads do not inherit context: the run's (API URL, flow and task run ids) goes with each post.
         context = contextvars.copy_context()
+        future: Future = Future()
         with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="evidence")
-            self._pending.append(self._pool.submit(context.run, self._send, what, send, args, kwargs))
+            if self._queue is None:
+                self._queue = queue.SimpleQueue()
+                # A daemon, unlike an executor's worker: a post to an API that never answers must not
+                # keep the process alive once the flow's drain has given up on it and said so.
+                threading.Thread(target=self._work, args=(self._queue,), daemon=True, name="evidence").start()
+            self._pending.append(future)
+            self._queue.put((future, context, what, send, args, kwargs))
+
+    def _work(self, posts: queue.SimpleQueue) -> None:
+        while True:
+            future, context, what, send, args, kwargs = posts.get()
+            try:
+                future.set_result(context.run(self._send, what, send, args, kwargs))
+            except BaseException as exc:  # noqa: BLE001 (handed to whoever drains)
+                future.set_exception(exc)
 
     def _send(self, what: str, send: Callable[..., Any], args: tuple, kwargs: dict) -> str | None:
         for attempt in range(1, self.ATTEMPTS + 1):

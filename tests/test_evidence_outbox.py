@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.runtime import flow_run, task_run
 
-from tasks.evidence import OUTBOX, drain_evidence, publish_markdown, publish_table
+from tasks.evidence import OUTBOX, drain_evidence, evidence_drained, publish_markdown, publish_table
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -33,8 +36,9 @@ def _evidence_step(n: int) -> str:
 def test_artifacts_are_filed_under_the_task_that_made_them_and_all_in_when_the_flow_returns():
     @flow(name="outbox-filed")
     def run() -> dict:
-        publish_markdown("outbox", "flow-level", "# before the steps\n", "the flow's own evidence")
-        return {"flow": str(flow_run.id), "tasks": [_evidence_step(n) for n in range(1, 4)]}
+        with evidence_drained(get_run_logger()):  # as every flow of the tool does
+            publish_markdown("outbox", "flow-level", "# before the steps\n", "the flow's own evidence")
+            return {"flow": str(flow_run.id), "tasks": [_evidence_step(n) for n in range(1, 4)]}
 
     ids = run()
     arts = _artifacts(ids["flow"])  # read right after the flow returned: nothing may still be in flight
@@ -58,11 +62,12 @@ def test_a_step_does_not_wait_for_its_artifacts_round_trip():
 
     @flow(name="outbox-off-path")
     def run() -> list[str]:
-        OUTBOX.post("slow", slow_api, "slow")
-        publish_markdown("outbox", "after-slow", "# queued behind the slow one\n", "order")
-        seen_by_the_step = list(posted)  # the step went on while the API had not answered
-        api_answers.set()
-        return seen_by_the_step
+        with evidence_drained(get_run_logger()):
+            OUTBOX.post("slow", slow_api, "slow")
+            publish_markdown("outbox", "after-slow", "# queued behind the slow one\n", "order")
+            seen_by_the_step = list(posted)  # the step went on while the API had not answered
+            api_answers.set()
+            return seen_by_the_step
 
     assert run() == []
     assert posted == ["slow"]  # drained before the flow returned
@@ -84,3 +89,13 @@ def test_a_post_that_keeps_failing_is_named_and_does_not_fail_the_run(caplog):
     assert len(errors) == 1 and "1 artifacts did not reach the Prefect API" in errors[0]
     assert "Not A Valid Key" in errors[0]
     assert OUTBOX.drain() == []  # reported once
+
+
+def test_a_post_the_api_never_answers_does_not_keep_the_process_alive():
+    # The drain gives up (and says so); the process then exits instead of waiting on that post forever.
+    script = ("import threading\nfrom tasks.evidence import OUTBOX\n"
+              "OUTBOX.post('stuck', threading.Event().wait)\nprint(OUTBOX.drain(timeout=1))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert "1 artifacts still unsent after 1 s" in done.stdout

@@ -67,7 +67,7 @@ class Outbox:
                 future.set_exception(exc)
 
     def _send(self, what: str, send: Callable[..., Any], args: tuple, kwargs: dict) -> str | None:
-        for attempt in range(1, self.ATTEMPTS + 1):
+        for attempt in range(1, self.ATTEMPTS + 1):  # ends in a return: sent (None) or the last failure
             try:
                 send(*args, **kwargs)
                 return None
@@ -75,7 +75,6 @@ class Outbox:
                 if attempt == self.ATTEMPTS:
                     return f"{what}: {type(exc).__name__}: {exc}"[:300]
                 time.sleep(0.5 * attempt)
-        return None
 
     def drain(self, timeout: float = 120.0) -> list[str]:
         """Wait for every artifact posted so far (by any run in this process); what could not be posted, one line each."""

@@ -115,8 +115,9 @@ def render_incident(m: Manifest) -> str:
         lines += ["", f"**Rollback error:** {r.error}"]
     if r.steps:
         lines += ["", "## Rollback steps", "", "| step | status | started (UTC) | seconds | note |", "|---|---|---|---:|---|"]
+        # Both, when a step has both: a failed start-backend must still name the command that failed.
         lines += [f"| {s.name} | {s.status} | {s.started_at} | {s.seconds if s.seconds is not None else '-'} | "
-                  f"{s.error or s.detail.get('summary', '')} |" for s in r.steps]
+                  f"{'; '.join(x for x in (s.detail.get('summary'), s.error) if x)} |" for s in r.steps]
     if r.health:
         lines += ["", "## Health after", "", "| url | status |", "|---|---|"]
         lines += [f"| {h['url']} | {h['status']} |" for h in r.health]

@@ -1,14 +1,16 @@
 """The backend's service controller: none, or operator-given commands.
 
 Runbook 5.1 (`docker-compose ps`), 6.1 (stop) and 6.4 (start) go through this
-one interface, so the flows never care how the backend is hosted.
+one interface, so the flows never care how the backend is hosted. The rollback
+has a controller of its own: the backend it starts must serve the old schema.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import shlex
+from dataclasses import dataclass, field
 
-from cutover.process import CommandResult, Runner
+from cutover.process import CommandResult, Runner, redact
 
 
 @dataclass
@@ -20,10 +22,21 @@ class ServiceController:
     stop_argv: list[str] | None = None
     start_argv: list[str] | None = None
     timeout: float = 120
+    # Per command, the setting it came from (Settings.service_command), for describe().
+    sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
         return "command" if any((self.status_argv, self.stop_argv, self.start_argv)) else "none"
+
+    def describe(self, which: str) -> str:
+        """The command `which` runs and its setting, for a step's note; secrets redacted as in transcripts."""
+        argv = getattr(self, f"{which}_argv")
+        source = self.sources.get(which)
+        if not argv:
+            return "no service command configured" + (f" ({source})" if source else "")
+        line = redact(shlex.join(argv), self.runner.secrets)
+        return f"service {which}: `{line}`" + (f" (from {source})" if source else "")
 
     def _run(self, argv: list[str] | None, what: str) -> CommandResult | None:
         if not argv:

@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     service_status: str | None = Field(None, validation_alias="CUTOVER_SERVICE_STATUS")
     service_stop: str | None = Field(None, validation_alias="CUTOVER_SERVICE_STOP")
     service_start: str | None = Field(None, validation_alias="CUTOVER_SERVICE_START")
+    # The rollback leaves the old schema behind, which the cutover's new release may refuse to serve.
+    rollback_service_status: str | None = Field(None, validation_alias="CUTOVER_ROLLBACK_SERVICE_STATUS")
+    rollback_service_stop: str | None = Field(None, validation_alias="CUTOVER_ROLLBACK_SERVICE_STOP")
+    rollback_service_start: str | None = Field(None, validation_alias="CUTOVER_ROLLBACK_SERVICE_START")
 
     # Off-site copies (S3 or any S3-compatible server); mirroring is on when a bucket is set.
     s3_bucket: str | None = Field(None, validation_alias="CUTOVER_S3_BUCKET")
@@ -88,6 +92,8 @@ class Settings(BaseSettings):
 
     # Proof before stamping (parity) and migration safety on production.
     parity_allow: str = Field("", validation_alias="CUTOVER_PARITY_ALLOW")
+    # Apps whose first revision alters tables that create_all of their initial models made.
+    baseline_bootstrap: str | None = Field(None, validation_alias="CUTOVER_BASELINE_BOOTSTRAP")
     parity_checksum_max_mb: int = Field(256, validation_alias="CUTOVER_PARITY_CHECKSUM_MAX_MB", ge=0)
     lock_timeout: str = Field("10s", validation_alias="CUTOVER_LOCK_TIMEOUT")
     statement_timeout: str = Field("30min", validation_alias="CUTOVER_STATEMENT_TIMEOUT")
@@ -122,7 +128,8 @@ class Settings(BaseSettings):
             return None
         return check_revision(value)
 
-    @field_validator("alembic_command", "service_status", "service_stop", "service_start")
+    @field_validator("alembic_command", "baseline_bootstrap", "service_status", "service_stop", "service_start",
+                     "rollback_service_status", "rollback_service_stop", "rollback_service_start")
     @classmethod
     def _command(cls, value: str | None) -> str | None:
         if value is None:
@@ -227,6 +234,10 @@ class Settings(BaseSettings):
         return shlex.split(self.alembic_command)
 
     @property
+    def baseline_bootstrap_argv(self) -> list[str] | None:
+        return shlex.split(self.baseline_bootstrap) if self.baseline_bootstrap else None
+
+    @property
     def password(self) -> str | None:
         return self.postgres_password.get_secret_value() if self.postgres_password else None
 
@@ -237,14 +248,28 @@ class Settings(BaseSettings):
                                  os.environ.get("AWS_SESSION_TOKEN")) if s)
 
     def service_argv(self, which: str) -> list[str] | None:
-        """The command for status/stop/start: an explicit CUTOVER_SERVICE_<WHICH>, else from CUTOVER_SERVICE."""
+        """The cutover's command for status/stop/start: CUTOVER_SERVICE_<WHICH>, else from CUTOVER_SERVICE."""
+        return self.service_command(which)[0]
+
+    def rollback_service_argv(self, which: str) -> list[str] | None:
+        """The rollback's command: CUTOVER_ROLLBACK_SERVICE_<WHICH>, else the cutover's."""
+        return self.service_command(which, rollback=True)[0]
+
+    def service_command(self, which: str, *, rollback: bool = False) -> tuple[list[str] | None, str]:
+        """The command and where it came from, for evidence: an operator must see which backend was started."""
+        own, cutover = f"CUTOVER_ROLLBACK_SERVICE_{which.upper()}", f"CUTOVER_SERVICE_{which.upper()}"
+        rollback_value = getattr(self, f"rollback_service_{which}") if rollback else None
+        if rollback_value:
+            return shlex.split(rollback_value), f"{own}, the rollback's own"
+        # Said out loud: a rollback on the cutover's command may start the release that just failed.
+        whose = f"the cutover's, as {own} is not set" if rollback else "the cutover's"
         value = getattr(self, f"service_{which}")
         if value:
-            return shlex.split(value)
+            return shlex.split(value), f"{cutover}, {whose}"
         if self.service and self.service.startswith("compose:"):
             verb = {"status": "ps", "stop": "stop", "start": "start"}[which]
-            return ["docker", "compose", verb, self.service.split(":", 1)[1]]
-        return None
+            return ["docker", "compose", verb, self.service.split(":", 1)[1]], f"CUTOVER_SERVICE, {whose}"
+        return None, f"none of {own + ', ' if rollback else ''}{cutover}, CUTOVER_SERVICE is set"
 
 
 def _env_name(loc: tuple[Any, ...]) -> str:

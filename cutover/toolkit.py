@@ -20,6 +20,7 @@ class Toolkit:
     runner: Runner
     alembic: AlembicRunner
     service: ServiceController
+    rollback_service: ServiceController  # the backend that serves the restored (pre-cutover) schema
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Toolkit":
@@ -42,15 +43,18 @@ class Toolkit:
                 timeout=settings.alembic_timeout,
                 pgoptions=migration_pgoptions(settings.lock_timeout, settings.statement_timeout),
             ),
-            service=ServiceController(
-                runner=runner,
-                status_argv=settings.service_argv("status"),
-                stop_argv=settings.service_argv("stop"),
-                start_argv=settings.service_argv("start"),
-            ),
+            service=_controller(settings, runner, rollback=False),
+            rollback_service=_controller(settings, runner, rollback=True),
         )
 
     def pg_client(self, server_major: int) -> PgClient:
         bin_dir, major = locate_bin_dir(self.settings.pg_bin, server_major, self.runner)
         return PgClient(bin_dir=bin_dir, major=major, conn=self.conn, runner=self.runner,
                         timeout=self.settings.dump_timeout)
+
+
+def _controller(settings: Settings, runner: Runner, *, rollback: bool) -> ServiceController:
+    commands = {which: settings.service_command(which, rollback=rollback) for which in ("status", "stop", "start")}
+    return ServiceController(runner=runner, status_argv=commands["status"][0], stop_argv=commands["stop"][0],
+                             start_argv=commands["start"][0],
+                             sources={which: source for which, (_, source) in commands.items()})

@@ -121,7 +121,8 @@ def rollback(
             try:
                 pg = kit.pg_client(db.probe(kit.conn, "postgres") // 10000)
                 # 6.1 Pause writes and stop the backend
-                with rec.rollback_step("stop-backend"):
+                with rec.rollback_step("stop-backend") as step:
+                    step.detail = {"summary": kit.rollback_service.describe("stop")}  # before: a failure names it too
                     stop_backend(kit)
                 with rec.rollback_step("fetch-backup"):
                     dump, origin = fetch_backup(m, store, source.run_dir / "restore")
@@ -151,7 +152,8 @@ def rollback(
                 with rec.rollback_step("verify"):
                     m.rollback.revision_after = verify_restored(kit, m)
                 # 6.4 Start the backend and verify health
-                with rec.rollback_step("start-backend"):
+                with rec.rollback_step("start-backend") as step:
+                    step.detail = {"summary": kit.rollback_service.describe("start")}
                     m.rollback.health = start_backend(kit)
                 if strategy == "drop-recreate":
                     _drop_aside(rec, pg, m)

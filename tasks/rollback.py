@@ -27,8 +27,8 @@ from tasks.report import publish_outcome
 
 @task(name="rollback-stop-backend", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, timeout_seconds=600)
 def stop_backend(kit: Toolkit) -> str:
-    result = kit.service.stop()
-    return result.transcript() if result else "No CUTOVER_SERVICE_STOP command: writes must already be paused."
+    result = kit.rollback_service.stop()
+    return result.transcript() if result else "No service stop command: writes must already be paused."
 
 
 def _not_a_refusal(task, task_run, state) -> bool:
@@ -80,8 +80,8 @@ def drop_failed_copy(pg: PgClient, name: str) -> None:
 
 @task(name="rollback-start-backend", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, timeout_seconds=600)
 def start_backend(kit: Toolkit) -> list[dict]:
-    """6.4: start, then wait until every health path answers."""
-    kit.service.start()
+    """6.4: start the backend for the restored schema, then wait until every health path answers."""
+    kit.rollback_service.start()
     settings = kit.settings
     if not settings.health_url:
         return []

@@ -90,7 +90,7 @@ def _early_baseline(settings: "Settings", baseline_rev: str | None, *, reachable
     from cutover.early import baseline_build
     from cutover.toolkit import Toolkit
 
-    return baseline_build(Toolkit.from_settings(settings).alembic, settings.postgres_db, revision)
+    return baseline_build(Toolkit.from_settings(settings), settings.postgres_db, revision)
 
 
 def _rollback(args: argparse.Namespace) -> int:

@@ -4,10 +4,9 @@ The command spends 1.5 s importing Prefect and the flows, and with no Prefect AP
 configured up to 3 s more waiting for its temporary server. The baseline that
 baseline parity compares the pilot against needs neither: it depends only on the
 server, the migrations and the baseline revision. `cutover run` builds it in a
-thread meanwhile (a new empty database upgraded to the baseline, fingerprinted,
-dropped), and the flow's `baseline-build` task takes the result when it was built
-from the same server, alembic command, migrations directory and revision. In any
-other case, and when this early build failed, the task builds its own, so errors
+thread meanwhile (cutover.baseline), and the flow's `baseline-build` task takes
+the result when it was built from the same server, alembic command, migrations
+directory, revision and bootstrap command. In any other case, and when this early build failed, the task builds its own, so errors
 are reported by the flow in its usual words.
 """
 
@@ -20,16 +19,21 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from cutover import db
 from cutover.alembic_runner import AlembicRunner
+
+if TYPE_CHECKING:
+    from cutover.toolkit import Toolkit
 
 _lock = threading.Lock()
 _pending: tuple[tuple, Future] | None = None
 
 
-def _key(alembic: AlembicRunner, baseline_rev: str) -> tuple:
+def _key(alembic: AlembicRunner, baseline_rev: str, bootstrap: list[str] | None) -> tuple:
     return (alembic.conn.host, alembic.conn.port, tuple(alembic.command), str(Path(alembic.cwd).resolve()),
-            baseline_rev)
+            baseline_rev, tuple(bootstrap or ()))
 
 
 def _name(database: str) -> str:
@@ -40,20 +44,26 @@ def _name(database: str) -> str:
     return derived_name(database, "baseline", f"{stamp}_{os.getpid()}")
 
 
+def _build(kit: "Toolkit", database: str, baseline_rev: str):
+    from cutover import baseline
+
+    # pg tools as preflight will pick them, so the baseline comes in normal form too (cutover.equivalence)
+    pg = kit.pg_client(db.probe(kit.conn, "postgres") // 10000)
+    return baseline.build(kit.conn, pg, kit.alembic, baseline_rev, _name(database),
+                          kit.settings.baseline_bootstrap_argv)
+
+
 @contextmanager
-def baseline_build(alembic: AlembicRunner, database: str, baseline_rev: str | None) -> Iterator[None]:
+def baseline_build(kit: "Toolkit", database: str, baseline_rev: str | None) -> Iterator[None]:
     """Build the baseline in a thread while the body runs; on exit wait for it (its database is dropped)."""
     global _pending
     if not baseline_rev:
         yield
         return
-    from cutover import parity
-
     pool = ThreadPoolExecutor(1, thread_name_prefix="early-baseline")
-    future = pool.submit(parity.build_baseline_fingerprint, alembic.conn, None, alembic, baseline_rev,
-                         _name(database))
+    future = pool.submit(_build, kit, database, baseline_rev)
     with _lock:
-        _pending = (_key(alembic, baseline_rev), future)
+        _pending = (_key(kit.alembic, baseline_rev, kit.settings.baseline_bootstrap_argv), future)
     try:
         yield
     finally:
@@ -62,11 +72,11 @@ def baseline_build(alembic: AlembicRunner, database: str, baseline_rev: str | No
         pool.shutdown(wait=True)
 
 
-def take_baseline(alembic: AlembicRunner, baseline_rev: str):
-    """The early build's fingerprint if it was built for the same inputs and succeeded; else None. Once."""
+def take_baseline(alembic: AlembicRunner, baseline_rev: str, bootstrap: list[str] | None):
+    """The early build's Baseline if it was built for the same inputs and succeeded; else None. Once."""
     global _pending
     with _lock:
-        if _pending is None or _pending[0] != _key(alembic, baseline_rev):
+        if _pending is None or _pending[0] != _key(alembic, baseline_rev, bootstrap):
             return None
         _, future = _pending
         _pending = None

@@ -22,14 +22,12 @@ import re
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import psycopg2
 from psycopg2 import sql
 
 from cutover import db
 from cutover.lazy import pandas as pd
-from cutover.alembic_runner import AlembicRunner
 from cutover.db import ConnInfo
-from cutover.errors import ConfigError, PreflightError
+from cutover.errors import ConfigError
 from cutover.pgtools import PgClient
 
 Fingerprint = dict[str, dict[str, dict[str, Any]]]
@@ -47,6 +45,7 @@ KINDS = (
     "index",
     "sequence",
     "enum",
+    "domain",
     "view",
 )
 
@@ -102,6 +101,7 @@ def fingerprint(conn: ConnInfo, dbname: str) -> Fingerprint:
         _indexes(cur, fp)
         _sequences(cur, fp)
         _enums(cur, fp)
+        _domains(cur, fp)
         _views(cur, fp)
     # Sorted, so two fingerprints of one schema serialise to the same JSON.
     return {kind: dict(sorted(objects.items())) for kind, objects in fp.items()}
@@ -290,6 +290,26 @@ def _enums(cur, fp: Fingerprint) -> None:
         fp["enum"][name] = {"labels": list(labels)}
 
 
+def _domains(cur, fp: Fingerprint) -> None:
+    cur.execute(
+        f"""
+        SELECT n.nspname || '.' || t.typname, format_type(t.typbasetype, t.typtypmod), NOT t.typnotnull,
+               pg_get_expr(t.typdefaultbin, 0),
+               CASE WHEN t.typcollation <> b.typcollation THEN co.collname END,
+               (SELECT array_agg(pg_get_constraintdef(con.oid) ORDER BY pg_get_constraintdef(con.oid))
+                  FROM pg_constraint con WHERE con.contypid = t.oid AND con.contype = 'c')
+        FROM pg_type t
+        JOIN pg_namespace n ON n.oid = t.typnamespace
+        JOIN pg_type b ON b.oid = t.typbasetype
+        LEFT JOIN pg_collation co ON co.oid = t.typcollation
+        WHERE t.typtype = 'd' AND {_USER_NS} AND {_NOT_EXTENSION.format(catalog='pg_type', oid='t.oid')}
+        """
+    )
+    for name, base, nullable, default, collation, checks in cur.fetchall():
+        fp["domain"][name] = {"type": base, "nullable": nullable, "default": default, "collation": collation,
+                              "checks": list(checks or [])}
+
+
 def _views(cur, fp: Fingerprint) -> None:
     cur.execute(
         f"""
@@ -460,10 +480,11 @@ def unused_allowlist_entries(df: pd.DataFrame, allowlist: list[dict[str, str]]) 
     return [e for e in allowlist if not any(_matches(row, e) for _, row in df.iterrows())]
 
 
-# --------------------------------------------------------------------------- baseline from nothing
+# --------------------------------------------------------------------------- scratch databases
 
 
-def _drop_database(conn: ConnInfo, dbname: str, pg: PgClient | None) -> None:
+def drop_database(conn: ConnInfo, dbname: str, pg: PgClient | None) -> None:
+    """With `pg.dropdb --force` when a PgClient is given, else by ending its sessions and DROP DATABASE."""
     if pg is not None:
         pg.dropdb(dbname)
         return
@@ -473,29 +494,6 @@ def _drop_database(conn: ConnInfo, dbname: str, pg: PgClient | None) -> None:
             (dbname,),
         )
         cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(dbname)))
-
-
-def build_baseline_fingerprint(
-    conn: ConnInfo, pg: PgClient | None, alembic: AlembicRunner, baseline_rev: str, scratch_name: str
-) -> Fingerprint:
-    """Fingerprint of the baseline built from nothing: a new empty database upgraded to baseline_rev.
-
-    The database is dropped afterwards whatever happens (with `pg.dropdb --force`
-    when a PgClient is given, else by terminating its sessions and DROP DATABASE).
-    """
-    with db.connect(conn, "postgres") as c, c.cursor() as cur:
-        try:
-            cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(scratch_name)))
-        except psycopg2.errors.DuplicateDatabase:
-            raise PreflightError(
-                f"The baseline scratch database {scratch_name!r} already exists; drop it or pick another name, "
-                "it is never reused because it must start empty."
-            ) from None
-    try:
-        alembic.upgrade(scratch_name, baseline_rev)
-        return fingerprint(conn, scratch_name)
-    finally:
-        _drop_database(conn, scratch_name, pg)
 
 
 # --------------------------------------------------------------------------- data parity

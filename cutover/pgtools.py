@@ -118,6 +118,21 @@ class PgClient:
     def restore(self, dbname: str, path: Path, *, jobs: int = 1) -> CommandResult:
         return self._run(self.restore_argv(dbname, path, jobs=jobs), what="pg_restore")
 
+    def dump_schema_archive(self, dbname: str, path: Path) -> CommandResult:
+        """The schema alone, in the custom format pg_restore reads (cutover.equivalence's normal route)."""
+        argv = [self._tool("pg_dump"), "--no-password", "--dbname", dbname, "--file", str(path), "--schema-only",
+                "--format=custom"]
+        return self._run(argv, what="pg_dump --schema-only --format=custom", timeout=600)
+
+    def restore_schema(self, dbname: str, path: Path) -> CommandResult:
+        """A schema archive into an empty database of the same server, owned by whoever restores it.
+
+        Subscriptions would connect to their publishers and publications are not fingerprinted.
+        """
+        argv = self.restore_argv(dbname, path)[:-1] + ["--no-owner", "--no-privileges", "--no-subscriptions",
+                                                       "--no-publications", "--no-security-labels", str(path)]
+        return self._run(argv, what="pg_restore (schema)", timeout=600)
+
     def env(self) -> dict[str, str]:
         return {**os.environ, **self.conn.libpq_env()}
 

@@ -225,8 +225,11 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
         # 3. (first) The claim `alembic stamp` makes: the pilot is exactly the baseline.
         if baseline_build is not None:
             with rec.step("baseline-parity") as step:
-                result = baseline_parity(kit, plan, baseline_build.result())
-                step.detail = {"summary": f"equal to the baseline ({result['accepted']} allowed differences)"}
+                result = baseline_parity(kit, pg, plan, baseline_build.result())
+                step.detail = {"summary": f"equal to the baseline ({result['accepted']} allowed differences; "
+                                          f"{result['compared']})"}
+                if result["bootstrap"]:
+                    step.detail["bootstrap"] = f"first schema laid down by CUTOVER_BASELINE_BOOTSTRAP: {result['bootstrap']}"
         else:
             rec.skip("baseline-parity", f"no stamp: production is already at {plan.revision_before}")
 
@@ -293,8 +296,16 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
         if rendering is not None:
             with rec.step("upgrade-sql") as step:
                 sql_review = rendering.result()
-                step.detail = {"summary": f"{sql_review['findings']} lint findings"
-                               if sql_review["rendered"] else "offline SQL not available"}
+                if not sql_review["rendered"]:
+                    # SQL nobody could read is not SQL that passed review.
+                    if settings.lint == "strict":
+                        raise StepFailed(f"CUTOVER_LINT=strict and the upgrade SQL could not be rendered offline "
+                                         f"({sql_review['reason']}), so it cannot be reviewed; production untouched.")
+                    step.status = "warning"
+                    step.error = f"upgrade SQL not reviewed: it could not be rendered offline ({sql_review['reason']})"
+                    log.warning(step.error)
+                else:
+                    step.detail = {"summary": f"{sql_review['findings']} lint findings"}
                 if settings.lint == "strict" and sql_review["findings"]:
                     raise StepFailed(f"CUTOVER_LINT=strict and squawk reports {sql_review['findings']} findings "
                                      f"({', '.join(sql_review['rules'])}) in the upgrade SQL; production untouched.")
@@ -416,7 +427,7 @@ def _validate(rec: RunRecorder, kit: Toolkit, plan, pg, *, at_target: bool, scra
         checks = [service_status.submit(kit, plan), api_health.submit(kit, plan),
                   db_objects.submit(kit, plan, pg, compare_with_scratch=not at_target)]
         if scratch_schema is not None:
-            checks.append(schema_parity.submit(kit, plan, scratch_schema))
+            checks.append(schema_parity.submit(kit, pg, plan, scratch_schema))
         for check in checks:
             check.wait()
         failed = next((check for check in checks if not check.state.is_completed()), None)
@@ -424,7 +435,8 @@ def _validate(rec: RunRecorder, kit: Toolkit, plan, pg, *, at_target: bool, scra
             failed.result()  # raises the check's own error
         rows, tables = checks[1].result(), checks[2].result()
         step.detail = {"summary": f"{len(rows)} health paths OK, {len(tables)} tables"
-                       + (", schema equal to the upgraded scratch copy" if scratch_schema is not None else "")}
+                       + (f", schema equal to the upgraded scratch copy ({checks[3].result()})"
+                          if scratch_schema is not None else "")}
 
 
 def _await_mirror(rec: RunRecorder, store: S3Store, mirroring, *, required: bool) -> None:

@@ -7,13 +7,16 @@ pilot), index health of the restore (amcheck), the SQL the upgrade will run
 
 from __future__ import annotations
 
+import re
+import shlex
 from concurrent.futures import Future
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from cutover import early, parity, safety
+from cutover import baseline, early, equivalence, parity, safety
 from cutover.alembic_session import AlembicSession
+from cutover.baseline import Baseline
 from cutover.errors import StepFailed
 from cutover.pgtools import PgClient
 from cutover.plan import Plan, derived_name
@@ -28,36 +31,70 @@ MAX_SQL_CHARS = 60_000  # an artifact is for reading; the whole SQL is in the mi
 
 
 @task(name="baseline-build", cache_policy=NO_CACHE)
-def build_baseline(kit: Toolkit, pg: PgClient, plan: Plan) -> dict:
+def build_baseline(kit: Toolkit, pg: PgClient, plan: Plan) -> Baseline:
     """The baseline from nothing: a new empty database upgraded to BASELINE_REV, fingerprinted, dropped.
 
     `cutover run` may have built it already while it imported Prefect (cutover.early).
     """
-    built = early.take_baseline(kit.alembic, plan.baseline_rev)
+    bootstrap = kit.settings.baseline_bootstrap_argv
+    built = early.take_baseline(kit.alembic, plan.baseline_rev, bootstrap)
     if built is not None:
         get_run_logger().info("Baseline %s built from nothing while the command started.", plan.baseline_rev)
         return built
-    return parity.build_baseline_fingerprint(kit.conn, pg, kit.alembic, plan.baseline_rev,
-                                             derived_name(plan.database, "baseline", plan.timestamp))
+    return baseline.build(kit.conn, pg, kit.alembic, plan.baseline_rev,
+                          derived_name(plan.database, "baseline", plan.timestamp), bootstrap)
+
+
+def _production_side(kit: Toolkit, pg: PgClient, plan: Plan, name: str, role: str) -> equivalence.Side:
+    """Production as read now, and how to print it by the normal route should that be needed."""
+    scratch = derived_name(plan.database, role, plan.timestamp)
+    return equivalence.Side(name, parity.fingerprint(kit.conn, plan.database),
+                            normalize=lambda: equivalence.normal_fingerprint(kit.conn, pg, plan.database, scratch))
+
+
+def _comparison_text(comparison: equivalence.Comparison, title: str, empty: str) -> str:
+    text = parity.render_markdown(comparison.differences, title, empty=empty)
+    if comparison.warning:
+        text += f"\n**Warning:** {comparison.warning}\n"
+    elif comparison.normalized:
+        text += (f"\nPostgreSQL printed {len(comparison.as_read)} differences as read; both sides were compared "
+                 "again after a schema-only pg_dump restored into a scratch database (the form any restore "
+                 f"prints), where {len(comparison.differences)} remain.\n\n"
+                 + parity.render_markdown(comparison.as_read, "Differences as read (before that normal form)"))
+    return text
 
 
 @task(name="baseline-parity", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2, timeout_seconds=600)
-def baseline_parity(kit: Toolkit, plan: Plan, baseline: dict) -> dict:
+def baseline_parity(kit: Toolkit, pg: PgClient, plan: Plan, built: Baseline) -> dict:
     """`alembic stamp` claims the pilot IS the baseline: prove it, or stop with the differences."""
     allow = parity.parse_allowlist(kit.settings.parity_allow)
-    differences = parity.diff(parity.fingerprint(kit.conn, plan.database), baseline,
-                              a_name="pilot", b_name="baseline")
-    remaining, accepted = parity.apply_allowlist(differences, allow)
-    text = parity.render_markdown(remaining, f"Baseline parity: `{plan.database}` vs `{plan.baseline_rev}` built from nothing",
-                                  empty="No differences: the pilot is exactly the baseline.")
+    comparison = equivalence.compare(_production_side(kit, pg, plan, "pilot", "normal_pilot"),
+                                     built.side(kit.conn, pg, derived_name(plan.database, "normal_base",
+                                                                           plan.timestamp)))
+    remaining, accepted = parity.apply_allowlist(comparison.differences, allow)
+    comparison.differences = remaining
+    text = _comparison_text(comparison, f"Baseline parity: `{plan.database}` vs `{plan.baseline_rev}` built from nothing",
+                            "No differences: the pilot is exactly the baseline.")
     if len(accepted):
         text += "\n" + parity.render_markdown(accepted, "Accepted by CUTOVER_PARITY_ALLOW (reviewed differences)")
+    if built.bootstrap:
+        text += (f"\nThe baseline's first schema was laid down by {baseline.BOOTSTRAP_SETTING} before "
+                 f"`alembic upgrade {plan.baseline_rev}`:\n\n{code_block(built.bootstrap)}")
     publish_markdown(plan.database, "baseline-parity", text, "The pilot's catalog against the baseline revision")
     if len(remaining):
         raise StepFailed(f"{plan.database} differs from the baseline {plan.baseline_rev} in {len(remaining)} ways "
                          f"(first: {_first(remaining)}); stamping would be a false claim. Fix the pilot or list "
-                         "reviewed differences in CUTOVER_PARITY_ALLOW.")
-    return {"differences": 0, "accepted": len(accepted)}
+                         "reviewed differences in CUTOVER_PARITY_ALLOW."
+                         + (f" {comparison.warning}." if comparison.warning else ""))
+    return {"differences": 0, "accepted": len(accepted), "compared": comparison.summary(),
+            "bootstrap": shlex.join(kit.settings.baseline_bootstrap_argv) if built.bootstrap else None}
+
+
+def _offline_failure(text: str) -> str:
+    """The error's own last line, and the revision file it came from when the traceback names one."""
+    last = text.replace("\n", " | ").split(" | ")[-1].strip()[:300] or "no output"
+    where = re.findall(r'File "[^"]*/versions/([^"/]+\.py)", line (\d+)', text)
+    return f"{where[-1][0]} line {where[-1][1]}: {last}" if where else last
 
 
 def _first(df) -> str:
@@ -125,7 +162,7 @@ def upgrade_sql(kit: Toolkit, plan: Plan, session: AlembicSession | None = None)
     if not ok:
         publish_markdown(plan.database, "upgrade-sql", f"# Upgrade SQL\n\nOffline mode failed; not linted.\n\n{text}\n",
                          "The SQL of the upgrade (alembic --sql) and its lint")
-        return {"rendered": False, "findings": 0}
+        return {"rendered": False, "findings": 0, "reason": _offline_failure(text)}
     # The timeouts squawk asks for are set on every migration session through PGOPTIONS.
     findings = safety.lint_sql(text, exclude=("require-lock-timeout", "require-statement-timeout"),
                                runner=kit.runner)
@@ -158,18 +195,22 @@ def blocking_sessions(kit: Toolkit, plan: Plan) -> list[dict]:
 
 
 @task(name="schema-parity", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
-def schema_parity(kit: Toolkit, plan: Plan, scratch: dict) -> int:
+def schema_parity(kit: Toolkit, pg: PgClient, plan: Plan, scratch: dict) -> str:
     """Production after its upgrade has the schema the scratch copy had after the same upgrade."""
-    differences = parity.diff(parity.fingerprint(kit.conn, plan.database), scratch,
-                              a_name="production", b_name="scratch")
+    scratch_side = equivalence.Side(
+        "scratch", scratch, normalize=lambda: equivalence.normal_fingerprint(
+            kit.conn, pg, plan.scratch_db, equivalence.normal_name(plan.scratch_db)))
+    comparison = equivalence.compare(_production_side(kit, pg, plan, "production", "normal_after"), scratch_side)
     publish_markdown(plan.database, "schema-parity",
-                     parity.render_markdown(differences, "Schema parity after the upgrade: production vs scratch",
-                                            empty="No differences."),
+                     _comparison_text(comparison, "Schema parity after the upgrade: production vs scratch",
+                                      "No differences."),
                      "Production's catalog after the upgrade against the upgraded scratch copy")
+    differences = comparison.differences
     if len(differences):
         raise StepFailed(f"After the upgrade production differs from the upgraded scratch copy in "
-                         f"{len(differences)} ways (first: {_first(differences)}).")
-    return 0
+                         f"{len(differences)} ways (first: {_first(differences)})."
+                         + (f" {comparison.warning}." if comparison.warning else ""))
+    return comparison.summary()
 
 
 @task(name="scratch-fingerprint", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2, timeout_seconds=600)

@@ -81,24 +81,27 @@ def _processes_with(prefect_home: Path) -> list[str]:
 
 
 def test_the_early_baseline_is_taken_only_for_the_same_inputs_and_only_when_it_was_built(conn):
-    from cutover import early, parity
-    from cutover.alembic_runner import AlembicRunner
+    from cutover import baseline, early
     from cutover.embedded import EXAMPLE_APP_DIR
-    from cutover.process import Runner
+    from cutover.settings import load_settings
+    from cutover.toolkit import Toolkit
     from tests.conftest import BASELINE
 
-    alembic = AlembicRunner(["alembic"], EXAMPLE_APP_DIR, conn, Runner())
     database = f"early_{uuid.uuid4().hex[:8]}"
+    kit = Toolkit.from_settings(load_settings(POSTGRES_DB=database, CUTOVER_ALEMBIC_DIR=str(EXAMPLE_APP_DIR)))
+    alembic = kit.alembic
     try:
-        with early.baseline_build(alembic, database, BASELINE):
-            assert early.take_baseline(alembic, "0002_brewery_slug") is None  # another revision: not this one
-            built = early.take_baseline(alembic, BASELINE)
-            assert early.take_baseline(alembic, BASELINE) is None  # handed out once
-        direct = parity.build_baseline_fingerprint(conn, None, alembic, BASELINE, f"{database}_direct")
-        assert built == direct and "public.beers" in built["table"]
+        with early.baseline_build(kit, database, BASELINE):
+            assert early.take_baseline(alembic, "0002_brewery_slug", None) is None  # another revision: not this one
+            assert early.take_baseline(alembic, BASELINE, ["true"]) is None  # another bootstrap: not this one
+            built = early.take_baseline(alembic, BASELINE, None)
+            assert early.take_baseline(alembic, BASELINE, None) is None  # handed out once
+        direct = baseline.build(conn, None, alembic, BASELINE, f"{database}_direct")
+        assert built.read == direct.read and "public.beers" in built.read["table"]
+        assert built.archive and built.bootstrap is None  # the schema kept to print its normal form
 
-        with early.baseline_build(alembic, database, "0009_unknown"):  # fails: the flow builds its own
-            assert early.take_baseline(alembic, "0009_unknown") is None
+        with early.baseline_build(kit, database, "0009_unknown"):  # fails: the flow builds its own
+            assert early.take_baseline(alembic, "0009_unknown", None) is None
     finally:
         assert databases_like(conn, database) == []  # every early build dropped its database
 

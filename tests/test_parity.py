@@ -12,7 +12,7 @@ import uuid
 import psycopg2
 import pytest
 
-from cutover import db, parity, safety
+from cutover import baseline, db, parity, safety
 from cutover.alembic_runner import AlembicRunner
 from cutover.embedded import EXAMPLE_APP_DIR
 from cutover.errors import CommandFailed, ConfigError, PreflightError
@@ -33,9 +33,12 @@ def baseline_fp(conn, alembic):
     bin_dir, major = locate_bin_dir(None, db.probe(conn, "postgres") // 10000, Runner())
     pg = PgClient(bin_dir, major, conn, Runner())
     name = f"parity_base_{uuid.uuid4().hex[:8]}"
-    fp = parity.build_baseline_fingerprint(conn, pg, alembic, BASELINE, name)
+    built = baseline.build(conn, pg, alembic, BASELINE, name)
     assert databases_like(conn, name) == []
-    return fp
+    # The example app prints the same by DDL and by restore.
+    assert built.side(conn, pg, f"{name}_normal").normal_form() == built.read
+    assert databases_like(conn, name) == []
+    return built.read
 
 
 @pytest.fixture(scope="module")
@@ -81,13 +84,13 @@ def test_fresh_pilot_equals_baseline_built_from_nothing(conn, pilot, baseline_fp
 def test_baseline_scratch_is_dropped_when_the_upgrade_fails(conn, alembic):
     name = f"parity_base_{uuid.uuid4().hex[:8]}"
     with pytest.raises(CommandFailed):
-        parity.build_baseline_fingerprint(conn, None, alembic, "no_such_revision", name)
+        baseline.build(conn, None, alembic, "no_such_revision", name)
     assert databases_like(conn, name) == []
     # An existing database of that name is never reused.
     execute(conn, "postgres", f'CREATE DATABASE "{name}"')
     try:
         with pytest.raises(PreflightError, match="already exists"):
-            parity.build_baseline_fingerprint(conn, None, alembic, BASELINE, name)
+            baseline.build(conn, None, alembic, BASELINE, name)
     finally:
         drop_database(conn, name)
 

@@ -10,7 +10,7 @@ import hashlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg2
 from psycopg2 import sql
@@ -23,7 +23,7 @@ class ConnInfo:
     host: str
     port: int
     user: str
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a repr, a log line or a traceback
     connect_timeout: int = 10
 
     def libpq_env(self) -> dict[str, str]:

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -42,7 +42,7 @@ class PostgresTarget:
     host: str
     port: int
     user: str
-    password: str | None
+    password: str | None = field(repr=False)
     embedded: bool
     bin_dir: Path | None = None
 

@@ -54,7 +54,7 @@ class CommandResult:
 class Runner:
     """Runs commands with a fixed set of secrets to keep out of evidence."""
 
-    secrets: tuple[str, ...] = field(default_factory=tuple)
+    secrets: tuple[str, ...] = field(default_factory=tuple, repr=False)
 
     def run(
         self,

@@ -51,7 +51,9 @@ from cutover.errors import CutoverError
 DEFAULT_STARTUP_TIMEOUT = 90.0
 STOP_GRACE = 5.0
 LOG_NAME = "cutover-temporary-server.log"
-_SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+# Analytics off: its telemetry service logs an ERROR in every run on a machine without internet.
+_SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 _TEST_MODE = ("PREFECT_TEST_MODE", "PREFECT_UNIT_TEST_MODE", "PREFECT_TESTING_UNIT_TEST_MODE",
               "PREFECT_TESTING_TEST_MODE")
 

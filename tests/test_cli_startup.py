@@ -108,18 +108,21 @@ def test_the_early_baseline_is_taken_only_for_the_same_inputs_and_only_when_it_w
 
 def test_cli_starts_and_stops_its_own_temporary_server(cutover_env, conn, pilot, tmp_path):
     prefect_home = tmp_path / "prefect-home"
-    env = {name: value for name, value in os.environ.items() if name != "PREFECT_API_URL"}
-    env.update(PREFECT_HOME=str(prefect_home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_LOGGING_LEVEL="INFO")
+    # Prefect's own default for analytics, as an operator has it: the temporary server turns them off.
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("PREFECT_API_URL", "PREFECT_SERVER_ANALYTICS_ENABLED")}
+    env.update(PREFECT_HOME=str(prefect_home), PREFECT_LOGGING_LEVEL="INFO")
 
     proc = subprocess.run([sys.executable, "-m", "cutover.cli", "run", "--dry-run"], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
 
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| ERROR" not in proc.stderr and "telemetry" not in proc.stderr, proc.stderr[-3000:]
     assert '"status": "dry-run"' in proc.stdout
     assert "Starting temporary server" not in proc.stderr  # Prefect did not start a second one
     assert "View at http" not in proc.stderr  # no link to a UI that is neither served nor kept
-    assert (prefect_home / LOG_NAME).exists()
+    server_log = (prefect_home / LOG_NAME).read_text()
+    assert "telemetry" not in server_log and "| ERROR" not in server_log, server_log[-3000:]
     assert _processes_with(prefect_home) == []  # the server is gone with the command
 
     # The run's evidence is in this PREFECT_HOME's database, read without starting anything.

@@ -122,3 +122,30 @@ def test_secrets_in_no_argv_no_log(prefect_api, conn, pilot, offsite_env, manage
 
 def offsite_env_backup_dir() -> str:
     return os.environ["CUTOVER_BACKUP_DIR"]
+
+
+def test_no_object_the_flow_holds_shows_a_secret_in_its_repr(tmp_path, monkeypatch, s3_endpoint):
+    """A repr lands in tracebacks, Prefect's task-input logs and debuggers: it must never print a password."""
+    from cutover.alembic_session import AlembicSession
+    from cutover.embedded import EXAMPLE_APP_DIR, PostgresTarget
+    from cutover.manifest import Manifest, RunRecorder
+    from cutover.settings import load_settings
+    from cutover.storage import S3Store
+    from cutover.toolkit import Toolkit
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+    settings = load_settings(POSTGRES_DB="pilot", POSTGRES_PASSWORD=PASSWORD, CUTOVER_ALEMBIC_DIR=str(EXAMPLE_APP_DIR),
+                             CUTOVER_S3_BUCKET="bk-repr", CUTOVER_S3_ENDPOINT_URL=s3_endpoint,
+                             CUTOVER_SERVICE_START="servicectl start")
+    kit = Toolkit.from_settings(settings)
+    store = S3Store.from_settings(settings)
+    store.client  # a built boto3 client holds the S3 secret
+    held = [settings, kit, kit.conn, kit.runner, kit.alembic, kit.service, kit.rollback_service,
+            kit.pg_client(db.probe(kit.conn, "postgres") // 10000), store,
+            RunRecorder(Manifest(run_id="r", database="pilot", host="h", port=1), tmp_path, settings.secrets),
+            PostgresTarget("h", 1, "u", PASSWORD, embedded=False)]
+    with AlembicSession(kit.alembic, "pilot") as session:  # its interpreter's environment holds the password
+        for obj in [*held, session]:
+            for text in (repr(obj), str(obj)):
+                assert not any(secret in text for secret in SECRETS), type(obj).__name__
+    assert kit.conn.password == PASSWORD and kit.conn.libpq_env()["PGPASSWORD"] == PASSWORD  # still usable

@@ -274,7 +274,11 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
         finally:
             amcheck.wait()
         with rec.step("scratch-amcheck") as step:
-            step.detail = {"summary": f"{amcheck.result()['checked']} indexes checked (beside data-parity)"}
+            checked = amcheck.result()
+            if checked.get("unavailable"):  # a check that could not run is no success
+                step.status, step.error = "warning", f"no index checked: {checked['unavailable']}"
+            else:
+                step.detail = {"summary": f"{checked['checked']} indexes checked (beside data-parity)"}
         with rec.step("scratch-migrate"):
             migrate_scratch(kit, plan, scratch_alembic)
             scratch_alembic.close(wait=False)  # its exit is collected at the end, off the path

@@ -145,8 +145,10 @@ class Progress:
         self.done: set[str] = set()
         self.id = None
         self.key = artifact_key(database, "progress")
+        self.title = f"Cutover of {database}: {len(planned_steps)} steps"
+        self.warnings: list[str] = []  # a step that could not do its check is said here, not only in the report
         self._value, self._generation = 0.0, 0
-        OUTBOX.post(self.key, self._create, f"Cutover of {database}: {len(planned_steps)} steps")
+        OUTBOX.post(self.key, self._create, self.title)
 
     def _create(self, description: str) -> None:
         self.id = create_progress_artifact(progress=0.0, key=self.key, description=description)
@@ -158,9 +160,12 @@ class Progress:
     def _update(self, generation: int) -> None:
         # An update with a newer one queued behind it is skipped: one API call fewer, same final bar.
         if self.id is not None and generation == self._generation:
-            update_progress_artifact(self.id, progress=self._value)
+            description = self.title + "".join(f"; WARNING {w}" for w in self.warnings)
+            update_progress_artifact(self.id, progress=self._value, description=description)
 
     def step_finished(self, record) -> None:
+        if record.status == "warning":
+            self.warnings.append(f"{record.name}: {record.error}")
         if record.name in self.planned:
             self.done.add(record.name)
             self._queue(round(100.0 * len(self.done) / len(self.planned), 1))

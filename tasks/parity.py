@@ -146,7 +146,7 @@ def scratch_amcheck(kit: Toolkit, plan: Plan) -> dict:
                   f"amcheck bt_index_check of every btree index on {plan.scratch_db}")
     if frame["ok"].isna().all():
         get_run_logger().warning("amcheck unavailable on %s: %s", plan.scratch_db, frame.iloc[0]["error"])
-        return {"checked": 0}
+        return {"checked": 0, "unavailable": frame.iloc[0]["error"]}
     bad = frame[frame["ok"] == False]  # noqa: E712  (None means "not checked")
     if len(bad):
         raise StepFailed(f"amcheck found broken indexes on the scratch restore: {', '.join(bad['index'])}.")

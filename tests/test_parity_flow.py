@@ -89,3 +89,26 @@ def test_a_session_holding_a_lock_stops_the_run_before_production(prefect_api, c
     assert db.alembic_revision(conn, pilot) is None and data_fingerprint(conn, pilot) == before
     rows = json.loads(artifacts_of(state.state_details.flow_run_id)[f"{pilot.replace('_', '-')}-blocking-sessions"])
     assert rows[0]["application_name"] == "report-job" and "public.reviews" in str(rows[0]["locked_relations"])
+
+
+def test_amcheck_that_cannot_run_is_a_warning_not_a_success(prefect_api, conn, pilot, cutover_env):
+    from prefect.client.orchestration import get_client
+
+    # A pilot whose own function takes amcheck's name: CREATE EXTENSION amcheck fails on its restored copy,
+    # as it does where the extension is not installed or the role may not create it.
+    drift(conn, pilot, "CREATE FUNCTION public.bt_index_check(regclass, boolean) RETURNS void "
+                       "LANGUAGE sql AS 'SELECT NULL::void'")
+
+    state = cutover(**APPROVED, dry_run=True, return_state=True)
+
+    assert state.is_completed(), state.message
+    m = the_manifest()
+    step = m.step("scratch-amcheck")
+    assert step.status == "warning" and "no index checked: amcheck is unavailable" in step.error
+    report = (Path(m.backup.path).parent / "report.md").read_text()
+    assert "| scratch-amcheck | warning |" in report and "amcheck is unavailable" in report
+    with get_client(sync_client=True) as client:
+        progress = client.read_artifacts()
+    (description,) = [a.description for a in progress
+                      if a.key == f"{pilot.replace('_', '-')}-progress" and a.flow_run_id == state.state_details.flow_run_id]
+    assert "WARNING scratch-amcheck: no index checked: amcheck is unavailable" in description

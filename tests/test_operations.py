@@ -98,7 +98,9 @@ def test_operator_path_form_refusal_and_late_start(conn, pilot, tmp_path, prefec
         run = api.run_deployment("cutover/cutover", {})
         paused = api.wait_state(run, {"PAUSED"}, 120)
         keyset = paused["state_details"]["run_input_keyset"]
-        description = api.http.get(f"/flow_runs/{run}/input/{keyset['description']}").text
+        # The server may report Paused a moment before the form's inputs are readable.
+        description = wait_for("the form's description", lambda: (lambda r: r.text if r.status_code == 200 else None)(
+            api.http.get(f"/flow_runs/{run}/input/{keyset['description']}")), 60)
         assert pilot in description and HEAD in description
         api.post(f"/flow_runs/{run}/resume", json={"run_input": FORM})
         end = api.wait_state(run, {"FAILED", "CANCELLED", "COMPLETED", "CRASHED"}, 300)

@@ -18,7 +18,7 @@ from cutover.embedded import EXAMPLE_APP_DIR
 from cutover.errors import CommandFailed, ConfigError, PreflightError
 from cutover.pgtools import PgClient, locate_bin_dir
 from cutover.process import Runner
-from tests.conftest import BASELINE, HEAD
+from tests.conftest import BASELINE, HEAD, wait_for
 from tests.helpers import clone_database, databases_like, drop_database, execute
 
 
@@ -336,7 +336,9 @@ def test_blocking_sessions_reports_lock_holders_and_old_transactions(conn, pilot
     finally:
         for c in (holder, ours, idle_in_xact):
             c.close()
-    assert safety.blocking_sessions(conn, pilot, min_xact_seconds=0) == []
+    # A closed connection's backend ends a moment later: wait for that, then nothing is reported.
+    wait_for("the closed sessions' backends to end", lambda: safety.blocking_sessions(conn, pilot, min_xact_seconds=0) == [],
+             30, 0.05)
 
 
 def test_migration_pgoptions():

@@ -23,6 +23,7 @@ from cutover.errors import CommandFailed, PreflightError
 from cutover.process import CommandResult, Runner, exit_status, last_lines
 
 DRIVER = Path(alembic_driver.__file__).resolve()
+MIGRATION_APPLICATION = "pg-cutover-alembic"
 _MARKER_RE = re.compile(rf"^({re.escape(alembic_driver.BEGIN)}|{re.escape(alembic_driver.END)}) (\d+)(?: (-?\d+) ([\d.]+))?$")
 
 # "<base> -> 0001_baseline, baseline" / "0001 -> 0002 (head), msg" / "(a, b) -> c (mergepoint), msg"
@@ -99,6 +100,9 @@ class AlembicRunner:
             "POSTGRES_PORT": str(self.conn.port),
             "POSTGRES_USER": self.conn.user,
             "POSTGRES_DB": dbname,
+            # libpq's name for the migration's sessions (an app whose URL names one keeps its own), so
+            # the tool can tell when they have ended (cutover.changes).
+            "PGAPPNAME": MIGRATION_APPLICATION,
         }
         if self.conn.password:
             env["POSTGRES_PASSWORD"] = self.conn.password

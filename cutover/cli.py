@@ -101,7 +101,8 @@ def _rollback(args: argparse.Namespace) -> int:
     from flows.rollback import rollback
 
     with engine_heartbeats_replaced():
-        summary = rollback(manifest=args.manifest, strategy=args.strategy)
+        summary = rollback(manifest=args.manifest, strategy=args.strategy,
+                           discard_changes_since_cutover=args.discard_changes_since_cutover)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -186,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="rename (default) restores beside production, then swaps names, keeping the failed database; "
                          "drop-recreate restores under production's name while production waits renamed aside, "
                          "and drops it after verification")
+    rb.add_argument("--discard-changes-since-cutover", action="store_true",
+                    help="restore even though production changed after the cutover let go of it; the changes stay "
+                         "in the database renamed aside and are listed in the incident")
     prune = sub.add_parser("prune", help="delete off-site backups beyond CUTOVER_S3_KEEP for POSTGRES_DB")
     prune.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete nothing")
     prune.add_argument("--keep", type=int, help="override CUTOVER_S3_KEEP")

@@ -17,6 +17,9 @@ from psycopg2 import sql
 
 from cutover.errors import ConnectionFailed
 
+# Every session the tool opens itself (psycopg2 and the pg tools): others' sessions are told apart by it.
+TOOL_APPLICATION = "pg-cutover"
+
 
 @dataclass(frozen=True)
 class ConnInfo:
@@ -33,7 +36,7 @@ class ConnInfo:
             "PGPORT": str(self.port),
             "PGUSER": self.user,
             "PGCONNECT_TIMEOUT": str(self.connect_timeout),
-            "PGAPPNAME": "pg-cutover",
+            "PGAPPNAME": TOOL_APPLICATION,
         }
         if self.password:
             env["PGPASSWORD"] = self.password
@@ -52,7 +55,7 @@ def connect(conn: ConnInfo, dbname: str, *, autocommit: bool = True) -> Iterator
         password=conn.password or None,
         dbname=dbname,
         connect_timeout=conn.connect_timeout,
-        application_name="pg-cutover",
+        application_name=TOOL_APPLICATION,
     )
     connection.autocommit = autocommit
     try:

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from cutover.changes import ProductionState
 from cutover.process import redact
 
 MANIFEST_NAME = "manifest.json"
@@ -77,7 +78,8 @@ class OffsiteRecord(BaseModel):
 
 
 class RollbackRecord(BaseModel):
-    status: str = "running"  # running | restored | not-needed | failed
+    # running | restored | not-needed | not-started | refused (production changed since the cutover) | failed
+    status: str = "running"
     flow_run_id: str | None = None
     strategy: str = "rename"
     started_at: str = Field(default_factory=utcnow)
@@ -90,6 +92,11 @@ class RollbackRecord(BaseModel):
     steps: list[StepRecord] = Field(default_factory=list)
     error: str | None = None
     attempts: list[dict[str, str]] = Field(default_factory=list)  # every rollback run that looked at this manifest
+    # What production showed since the cutover let go of it, one sentence per table, and whether the
+    # operator chose to discard it (it stays in failed_database).
+    changes_since: list[str] = Field(default_factory=list)
+    discarded_changes: bool = False
+    production_state: ProductionState | None = None  # the restored production, when this rollback let go of it
 
 
 class Manifest(BaseModel):
@@ -117,6 +124,9 @@ class Manifest(BaseModel):
     steps: list[StepRecord] = Field(default_factory=list)
     failure: dict[str, str] | None = None
     rollback: RollbackRecord | None = None
+    # Production's counters when the cutover let go of it (after its upgrade, or when it failed after
+    # touching it): a later rollback compares against them before it restores anything.
+    production_state: ProductionState | None = None
 
     def step(self, name: str) -> StepRecord | None:
         for record in reversed(self.steps):

@@ -101,6 +101,7 @@ def render_incident(m: Manifest) -> str:
         "failed": "**ROLLBACK FAILED: see below; a human is needed**",
         "running": "running",
         "not-started": "**not started: automatic rollback was off for this cutover; run it by hand**",
+        "refused": "**REFUSED: production changed since the cutover; nothing restored; a human decides**",
     }.get(r.status, r.status)
     lines += [
         f"| rollback | {outcome} |",
@@ -113,6 +114,16 @@ def render_incident(m: Manifest) -> str:
     ]
     if r.error:
         lines += ["", f"**Rollback error:** {r.error}"]
+    if r.changes_since:
+        state = m.production_state
+        heading = ("## Changes since the cutover, DISCARDED from production by this rollback" if r.discarded_changes
+                   else "## Changes since the cutover let go of production")
+        lines += ["", heading, ""]
+        if state is not None:
+            lines.append(f"Compared with production's counters {state.moment} ({state.taken_at}).")
+        where = (f"They are kept in `{r.failed_database}`." if r.discarded_changes and r.failed_database
+                 else "Production still holds them." if r.status == "refused" else "")
+        lines += ["", *[f"- {line}" for line in r.changes_since], *([""] + [where] if where else [])]
     if r.steps:
         lines += ["", "## Rollback steps", "", "| step | status | started (UTC) | seconds | note |", "|---|---|---|---:|---|"]
         # Both, when a step has both: a failed start-backend must still name the command that failed.

@@ -34,6 +34,10 @@ class RollbackFailed(CutoverError):
     """The rollback itself failed; the message says what state production is in."""
 
 
+class RollbackRefused(RollbackFailed):
+    """Production changed since the cutover let go of it: nothing restored, a human decides."""
+
+
 @dataclass
 class ManifestSource:
     manifest: Manifest

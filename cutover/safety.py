@@ -25,7 +25,7 @@ from cutover.db import ConnInfo
 from cutover.errors import CommandFailed, ConfigError
 from cutover.process import Runner, last_lines
 
-OWN_APPLICATION = "pg-cutover"
+
 QUERY_CHARS = 200
 
 # --------------------------------------------------------------------------- blocking sessions
@@ -62,7 +62,7 @@ def blocking_sessions(conn: ConnInfo, dbname: str, *, min_xact_seconds: float = 
     ("schema.name Mode", "(waiting)" when not granted yet).
     """
     with db.connect(conn, dbname) as c, c.cursor() as cur:
-        cur.execute(_SESSIONS_SQL, {"chars": QUERY_CHARS, "db": dbname, "own": OWN_APPLICATION})
+        cur.execute(_SESSIONS_SQL, {"chars": QUERY_CHARS, "db": dbname, "own": db.TOOL_APPLICATION})
         rows = cur.fetchall()
     sessions = []
     for pid, usename, app, state, xact_age, query, locks in rows:

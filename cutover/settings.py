@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     lock_timeout: str = Field("10s", validation_alias="CUTOVER_LOCK_TIMEOUT")
     statement_timeout: str = Field("30min", validation_alias="CUTOVER_STATEMENT_TIMEOUT")
     blocking_xact_seconds: float = Field(60, validation_alias="CUTOVER_BLOCKING_XACT_SECONDS", ge=0)
+    # A production stamp/upgrade that failed only on lock_timeout, having changed nothing, is tried again.
+    lock_retries: int = Field(3, validation_alias="CUTOVER_LOCK_RETRIES", ge=0, le=10)
+    lock_retry_wait: float = Field(5.0, validation_alias="CUTOVER_LOCK_RETRY_WAIT_SECONDS", gt=0, le=600)
     lint: Literal["warn", "strict", "off"] = Field("warn", validation_alias="CUTOVER_LINT")
 
     # pg_dump's compression: gzip level 1 is about twice as fast as the default for ~15% more bytes.

@@ -132,7 +132,7 @@ def begin_sample(conn: ConnInfo, dbname: str, seconds: float, since: CounterRead
             since = fresh
         elif now != since.tuples and fresh.at - since.at > needed + STALE_AFTER:
             since, restarted = fresh, True
-        return SampleStart(since, _writers(cur, dbname), restarted)
+        return SampleStart(since, writers_holding_xids(cur, dbname), restarted)
 
 
 def finish_sample(conn: ConnInfo, dbname: str, seconds: float, start: SampleStart) -> WriteSample:
@@ -142,7 +142,7 @@ def finish_sample(conn: ConnInfo, dbname: str, seconds: float, start: SampleStar
         time.sleep(max(0.0, since.at + seconds + (FLUSH_BEAT if seconds else 0.0) - time.monotonic()))
         after = _counters(cur, dbname)
         covered = time.monotonic() - since.at - (FLUSH_BEAT if seconds else 0.0)
-        writers = _writers(cur, dbname)
+        writers = writers_holding_xids(cur, dbname)
     return WriteSample(seconds=max(covered, seconds), tuples_changed=after - since.tuples, writers=writers,
                        restarted=start.restarted, start=since)
 
@@ -156,10 +156,10 @@ def changes_since(conn: ConnInfo, reading: CounterReading) -> tuple[int, list[di
     """Rows inserted, updated or deleted in the reading's database since it was taken (flushed
     counters), and the sessions holding a transaction id there now: one connection for both."""
     with connect(conn, "postgres") as c, c.cursor() as cur:
-        return _counters(cur, reading.database) - reading.tuples, _writers(cur, reading.database)
+        return _counters(cur, reading.database) - reading.tuples, writers_holding_xids(cur, reading.database)
 
 
-def _writers(cur, dbname: str) -> list[dict]:
+def writers_holding_xids(cur, dbname: str) -> list[dict]:
     cur.execute(_WRITERS, (dbname,))
     return [
         {"pid": r[0], "user": r[1], "application": r[2], "client": r[3], "state": r[4],

@@ -8,6 +8,7 @@ that says whether production was touched and where its backup is.
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
@@ -16,7 +17,8 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Cancelled
 
-from cutover import db
+from cutover import changes, db
+from cutover.alembic_runner import MIGRATION_APPLICATION
 from cutover.alembic_session import AlembicSession
 from cutover.manifest import Manifest, RunRecorder
 from cutover.rollback import run_lock_name
@@ -297,6 +299,7 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
             progress.complete()
             return _summary(rec)
 
+        sql_review: dict[str, Any] = {}
         if rendering is not None:
             with rec.step("upgrade-sql") as step:
                 sql_review = rendering.result()
@@ -338,15 +341,19 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
             blocking_sessions(kit, plan)
         transcripts = []
         if plan.needs_stamp:
-            with rec.step("production-stamp"):
-                transcripts.append(stamp_production(kit, plan, prod_alembic))
+            with rec.step("production-stamp") as step, _attempts_on(step) as attempts:
+                transcripts.append(stamp_production(kit, plan, prod_alembic, attempts))
         else:
             rec.skip("production-stamp", f"already at {plan.revision_before}")
-        with rec.step("production-upgrade"):
-            transcripts.append(upgrade_production(kit, plan, prod_alembic))
+        with rec.step("production-upgrade") as step, _attempts_on(step) as attempts:
+            transcripts.append(upgrade_production(kit, plan, prod_alembic, attempts,
+                                                  single_transaction=bool(sql_review.get("single_transaction"))))
         prod_alembic.close(wait=False)  # its exit is collected at the end, off the path
         with rec.step("production-current"):
             rec.update(revision_after=production_current(kit, plan, transcripts))
+            # What production looks like as the cutover lets go of it: a later rollback refuses to
+            # restore over anything written after this (cutover.changes).
+            _record_production_state(rec, kit, plan.database, "after its upgrade (production-current)")
 
         # 5. Post-migration validation
         _restart_backend(rec, kit, stopped_backend)
@@ -370,6 +377,8 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
             _await_mirror(rec, store, mirroring, required=False)
         if stopped_backend and not rec.manifest.production_touched:
             _restart_backend(rec, kit, stopped_backend)  # untouched production: let its writers back in
+        if rec.manifest.production_touched and rec.manifest.production_state is None:
+            _record_production_state(rec, kit, plan.database, "when the cutover failed after touching it")
         rec.finish("failed")
         if rec.manifest.scratch_db:
             log.warning("Scratch copy %s kept for inspection.", rec.manifest.scratch_db)
@@ -413,6 +422,28 @@ def _planned_steps(plan, dry_run: bool, mirrored: bool, settings) -> list[str]:
     steps += ["window-check"] + (["writes-still-paused"] if sampled else []) + ["blocking-sessions"]
     steps += ["production-stamp"] if plan.needs_stamp else []
     return steps + ["production-upgrade", "production-current", "validate", "scratch-drop"]
+
+
+@contextmanager
+def _attempts_on(step):
+    """A stamp's or upgrade's attempts (lock timeouts retried), on its step record whatever the outcome."""
+    attempts: list[dict] = []
+    try:
+        yield attempts
+    finally:
+        if len(attempts) > 1:
+            step.detail = {**step.detail, "attempts": attempts,
+                           "summary": f"{len(attempts)} attempts: " + "; ".join(a["outcome"] for a in attempts)}
+
+
+def _record_production_state(rec: RunRecorder, kit: Toolkit, database: str, moment: str) -> None:
+    """Production's counters once the migration's own sessions have ended; unreadable is said, not guessed."""
+    try:
+        rec.update(production_state=changes.settled_snapshot(kit.conn, database, moment,
+                                                             applications=(MIGRATION_APPLICATION,)))
+    except Exception as exc:
+        get_run_logger().warning("Could not record %s's state %s (%s): a later rollback will say it cannot "
+                                 "tell what changed since.", database, moment, exc)
 
 
 def _restart_backend(rec: RunRecorder, kit: Toolkit, stopped: bool) -> None:

@@ -15,9 +15,12 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from cutover import db
+from cutover import changes, db
+from cutover.db import TOOL_APPLICATION
+from cutover.errors import ConfigError
 from cutover.manifest import RollbackRecord, RunRecorder, utcnow
-from cutover.rollback import ManifestSource, is_flow_run_id, RollbackFailed, locate_manifest, run_lock_name, unique_name
+from cutover.rollback import (ManifestSource, RollbackFailed, RollbackRefused, is_flow_run_id, locate_manifest,
+                              run_lock_name, unique_name)
 from cutover.inventory import Target
 from cutover.storage import S3Store
 from cutover.toolkit import Toolkit
@@ -46,13 +49,16 @@ def rollback(
     strategy: Literal["rename", "drop-recreate"] = "rename",
     automatic: bool = False,
     target: Target | None = None,
+    discard_changes_since_cutover: bool = False,
 ) -> dict[str, Any]:
-    """
+    """Restore production from the cutover's verified backup, unless production changed since the cutover.
+
     Args:
         manifest: The failed cutover's manifest: a path, an s3:// URI, or the cutover's flow run id.
         strategy: "rename" keeps the failed database as <db>_failed_<timestamp>; "drop-recreate" restores under production's name while production waits renamed aside, and drops it after verification.
         automatic: Set by the failure hooks and the trigger; such a run restores only if the cutover allowed it (rollback_on_failure).
         target: The fleet target the cutover ran against; by default the one the cutover flow run was given, else the worker's POSTGRES_DB.
+        discard_changes_since_cutover: Restore even though rows were written to production after the cutover let go of it; they stay in the database renamed aside and are listed in the incident. Off: such a rollback restores nothing and says what changed.
     """
     log = get_run_logger()
     with heartbeats(), evidence_drained(log):  # artifacts all in the API before the run's final state
@@ -71,6 +77,14 @@ def rollback(
                              "Incident record (runbook 6.5)")
             return {"status": "not-needed", "reason": "no manifest"}
 
+        if source.manifest.database != settings.postgres_db:
+            raise ConfigError(f"manifest={manifest!r} is a cutover of {source.manifest.database!r}, but POSTGRES_DB is "
+                              f"{settings.postgres_db!r}; point POSTGRES_DB at the database the manifest is for. "
+                              "Nothing was changed.")
+        if discard_changes_since_cutover and not source.manifest.production_touched:
+            raise ConfigError(f"--discard-changes-since-cutover (discard_changes_since_cutover) is for a cutover that "
+                              f"touched production, and this cutover of {source.manifest.database} never did; there "
+                              "is nothing to restore or discard. Nothing was changed.")
         if not source.manifest.production_touched:
             m = source.manifest
             rec = _recorder(source, settings, store)
@@ -117,6 +131,14 @@ def rollback(
             m.rollback = RollbackRecord(flow_run_id=me, strategy=strategy,
                                         attempts=(m.rollback.attempts if m.rollback else []))
             rec.save()
+            refusal = _changes_since_cutover(rec, kit, m, discard_changes_since_cutover)
+            if refusal is not None:
+                m.rollback.status, m.rollback.error, m.rollback.finished_at = "refused", refusal, utcnow()
+                _attempt(m, me, "refused: production changed since the cutover; nothing restored")
+                rec.save()
+                publish_incident(m, source.run_dir, store)
+                log.error("ROLLBACK REFUSED for %s: %s", database, refusal)
+                raise RollbackRefused(refusal)
             aside = None  # drop-recreate: where production waits while its name is restored
             try:
                 pg = kit.pg_client(db.probe(kit.conn, "postgres") // 10000)
@@ -151,6 +173,7 @@ def rollback(
                     _carry_properties(rec, kit, aside, database)
                 with rec.rollback_step("verify"):
                     m.rollback.revision_after = verify_restored(kit, m)
+                    m.rollback.production_state = _settled(kit, database, "after the rollback's restore")
                 # 6.4 Start the backend and verify health
                 with rec.rollback_step("start-backend") as step:
                     step.detail = {"summary": kit.rollback_service.describe("start")}
@@ -175,6 +198,47 @@ def rollback(
                  m.rollback.failed_database)
         return {"status": "restored", "database": database, "failed_database": m.rollback.failed_database,
                 "restored_from": m.rollback.restored_from, "revision": m.rollback.revision_after}
+
+
+def _changes_since_cutover(rec: RunRecorder, kit: Toolkit, m, discard: bool) -> str | None:
+    """Rows written to production after the cutover let go of it are never discarded silently.
+
+    None when the restore may go on (nothing changed, or the operator chose to discard what did);
+    else the refusal, one sentence per table and one on how to go on.
+    """
+    with rec.rollback_step("changes-since-cutover") as step:
+        if m.production_state is None:
+            step.status = "warning"
+            step.error = ("the cutover did not record production's state when it let go of it (it was killed "
+                          "first, or its manifest predates the record): changes since could not be checked")
+            m.rollback.changes_since = [f"Cannot tell what changed: {step.error}."]
+            return None
+        seen = changes.since(kit.conn, m.production_state)
+        m.rollback.changes_since = seen.sentences()
+        when = f"{m.production_state.moment}, {m.production_state.taken_at}"
+        if seen.clean:
+            step.detail = {"summary": f"no row of production changed since the cutover let go of it ({when})"}
+            return None
+        if discard:
+            m.rollback.discarded_changes = True
+            step.status = "warning"
+            step.error = ("discarding, as asked (discard_changes_since_cutover): " + " ".join(seen.sentences())
+                          + " They stay in the database renamed aside.")
+            return None
+        step.detail = {"summary": "refused: " + " ".join(seen.sentences())}
+    return (f"Production {m.database} changed since the cutover let go of it ({when}): "
+            + " ".join(seen.sentences()) + " Nothing was restored and production is as it was. To restore the "
+            "pre-cutover backup anyway, discarding those changes (they stay in the database renamed aside, "
+            f"{m.database}_failed_<timestamp>), run `cutover rollback --discard-changes-since-cutover` or set "
+            "the rollback flow's parameter discard_changes_since_cutover.")
+
+
+def _settled(kit: Toolkit, database: str, moment: str):
+    """The restored production's counters once the restore's own sessions have ended."""
+    try:
+        return changes.settled_snapshot(kit.conn, database, moment, applications=(TOOL_APPLICATION,))
+    except Exception:
+        return None  # the restore is verified; a later rollback would say it cannot tell
 
 
 def _drop_aside(rec: RunRecorder, pg, m) -> None:

@@ -176,7 +176,10 @@ def upgrade_sql(kit: Toolkit, plan: Plan, session: AlembicSession | None = None)
         "The SQL of the upgrade (alembic --sql) and its lint",
     )
     real = findings[findings["rule"] != "(squawk)"]
-    return {"rendered": True, "findings": len(real), "rules": sorted(set(real["rule"]))}
+    # One COMMIT in all (no autocommit block, no transaction per migration): a failure rolls all of it back.
+    commits = sum(1 for line in text.splitlines() if line.strip().upper() == "COMMIT;")
+    return {"rendered": True, "findings": len(real), "rules": sorted(set(real["rule"])),
+            "single_transaction": commits == 1}
 
 
 @task(name="blocking-sessions", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5, timeout_seconds=300)

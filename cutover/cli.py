@@ -95,14 +95,34 @@ def _early_baseline(settings: "Settings", baseline_rev: str | None, *, reachable
 
 def _rollback(args: argparse.Namespace) -> int:
     from cutover.settings import load_settings
+    from cutover.tempserver import temporary_server
 
     load_settings()
-    from flows.heartbeats import engine_heartbeats_replaced
-    from flows.rollback import rollback
+    # With no API configured, the same temporary server as `cutover run`; whatever the API, a rollback
+    # never waits on it: unreachable, and the same steps run without Prefect.
+    with temporary_server() as server:
+        reason = None
+        if server is not None:
+            try:
+                server.wait_until_healthy()
+            except CutoverError as exc:
+                reason = str(exc)
+        from flows.prefect_api import unreachable
+        from flows.rollback import rollback, rollback_without_prefect
 
-    with engine_heartbeats_replaced():
-        summary = rollback(manifest=args.manifest, strategy=args.strategy,
-                           discard_changes_since_cutover=args.discard_changes_since_cutover)
+        reason = reason or unreachable()
+        if reason is None:
+            from flows.heartbeats import engine_heartbeats_replaced
+
+            with engine_heartbeats_replaced():
+                summary = rollback(manifest=args.manifest, strategy=args.strategy,
+                                   discard_changes_since_cutover=args.discard_changes_since_cutover)
+        else:
+            summary, unposted = rollback_without_prefect(
+                args.manifest, args.strategy, discard_changes_since_cutover=args.discard_changes_since_cutover)
+            print(f"cutover: the Prefect API could not be reached ({reason}), so the rollback ran without it and "
+                  f"its evidence was not posted to Prefect ({len(unposted)} artifacts); it is in the run "
+                  "directory's manifest.json and incident.md.", file=sys.stderr)
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -127,6 +127,13 @@ class Manifest(BaseModel):
     # Production's counters when the cutover let go of it (after its upgrade, or when it failed after
     # touching it): a later rollback compares against them before it restores anything.
     production_state: ProductionState | None = None
+    # For a cutover that failed (or died) mid-upgrade, what tells its own partial changes from others'
+    # writes: the counters at the last gate before production was touched, production's checksums from
+    # data parity (tables up to CUTOVER_PARITY_CHECKSUM_MAX_MB; row_counts has every table's count), and
+    # whether the backend was stopped by the cutover from before the backup on.
+    gate_state: ProductionState | None = None
+    production_checksums: dict[str, str] = Field(default_factory=dict)
+    backend_stopped: bool = False
 
     def step(self, name: str) -> StepRecord | None:
         for record in reversed(self.steps):

@@ -550,11 +550,13 @@ def _table_stats(
 
 
 def read_data_side(conn: ConnInfo, dbname: str, tables: list[str], *, checksum_max_bytes: int,
-                   known_rows: dict[str, int] | None = None) -> dict:
+                   known_rows: dict[str, int] | None = None, lock_timeout: str | None = None) -> dict:
     """One side of data parity: table -> (rows, bytes, checksum or None when over the size limit)."""
     with db.connect(conn, dbname) as c, c.cursor() as cur:
         # Row text must not depend on either database's or role's defaults.
         cur.execute(_TEXT_SETTINGS)
+        if lock_timeout:
+            cur.execute("SELECT set_config('lock_timeout', %s, false)", (lock_timeout,))
         return _table_stats(cur, tables, checksum_max_bytes, known_rows)
 
 

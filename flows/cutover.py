@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Cancelled
 
-from cutover import changes, db
+from cutover import changes, db, late_writes
 from cutover.alembic_runner import MIGRATION_APPLICATION
 from cutover.alembic_session import AlembicSession
 from cutover.manifest import Manifest, RunRecorder
@@ -92,10 +92,18 @@ def start_rollback(flow, flow_run, state) -> None:
             return
     except Exception as exc:  # the in-process rollback below is still worth a try
         logger.warning("Could not start the rollback deployment (%s); rolling back in this process.", exc)
-    from flows.rollback import rollback
+    from flows.prefect_api import unreachable
+    from flows.rollback import rollback, rollback_without_prefect
 
+    target = flow_run.parameters.get("target")
+    reason = unreachable()
+    if reason is not None:  # the rollback must not depend on the API that just failed
+        logger.warning("Cutover %s: the Prefect API cannot be reached (%s); rolling back in this process "
+                       "without it (evidence in the run directory only).", state.name, reason)
+        rollback_without_prefect(ref, automatic=True, target=Target.model_validate(target) if target else None)
+        return
     logger.warning("Cutover %s: rolling back in this process.", state.name)
-    rollback(manifest=ref, automatic=True, target=flow_run.parameters.get("target"))
+    rollback(manifest=ref, automatic=True, target=target)
 
 
 @flow(
@@ -219,6 +227,7 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
         with rec.step("writes-paused") as step:
             result = check_writes_paused(kit, plan.database, since=plan.write_reading)
             stopped_backend = bool(result.get("service_stopped"))
+            rec.update(backend_stopped=bool(result.get("backend_stopped")))
             step.detail = {"summary": "no other session holds a transaction id; rows changed sampled beside the backup"
                            if result.get("checked") else result.get("reason", "")}
         sampling = writes_sample.submit(kit, plan.database, result["sample_start"]) if result.get("checked") else None
@@ -273,6 +282,7 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
             with rec.step("data-parity") as step:
                 result = data_parity(kit, plan, production_side, scratch_rows)
                 step.detail = {"summary": f"{result['tables']} tables equal ({result['checksummed']} checksummed)"}
+                rec.update(production_checksums=result["production_checksums"])
         finally:
             amcheck.wait()
         with rec.step("scratch-amcheck") as step:
@@ -339,6 +349,9 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
                 step.detail = {"summary": "no rows changed since the writes-paused sample began"}
         with rec.step("blocking-sessions"):
             blocking_sessions(kit, plan)
+            # Production's counters right before its first change: should the upgrade fail, what moved
+            # after this is the cutover's or somebody else's, and the rollback must tell which.
+            rec.update(gate_state=changes.snapshot(kit.conn, plan.database, "right before production was touched"))
         transcripts = []
         if plan.needs_stamp:
             with rec.step("production-stamp") as step, _attempts_on(step) as attempts:
@@ -353,7 +366,7 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
             rec.update(revision_after=production_current(kit, plan, transcripts))
             # What production looks like as the cutover lets go of it: a later rollback refuses to
             # restore over anything written after this (cutover.changes).
-            _record_production_state(rec, kit, plan.database, "after its upgrade (production-current)")
+            _record_production_state(rec, kit, plan.database, late_writes.AFTER_UPGRADE)
 
         # 5. Post-migration validation
         _restart_backend(rec, kit, stopped_backend)
@@ -450,6 +463,7 @@ def _restart_backend(rec: RunRecorder, kit: Toolkit, stopped: bool) -> None:
     """Start the backend again when this run stopped it (CUTOVER_WRITE_FREEZE=stop-service)."""
     if stopped:
         with rec.step("start-backend"):
+            rec.update(backend_stopped=False)  # from here its writers may be back
             kit.service.start()
 
 

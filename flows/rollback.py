@@ -9,13 +9,15 @@ of them restore.
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from cutover import changes, db
+from cutover import changes, db, late_writes
 from cutover.db import TOOL_APPLICATION
 from cutover.errors import ConfigError
 from cutover.manifest import RollbackRecord, RunRecorder, utcnow
@@ -25,7 +27,7 @@ from cutover.inventory import Target
 from cutover.storage import S3Store
 from cutover.toolkit import Toolkit
 from flows.heartbeats import heartbeats
-from tasks.evidence import evidence_drained, publish_markdown
+from tasks.evidence import OUTBOX, evidence_drained, publish_markdown
 from tasks.targets import flow_run_target, target_settings
 from tasks.rollback import (
     carry_database_properties,
@@ -64,173 +66,207 @@ def rollback(
     with heartbeats(), evidence_drained(log):  # artifacts all in the API before the run's final state
         if target is None and is_flow_run_id(manifest):
             target = flow_run_target(manifest.strip())  # a fleet cutover: same database, same settings
-        settings = target_settings(target)
-        kit = Toolkit.from_settings(settings)
-        store = S3Store.from_settings(settings)
-        me = str(flow_run.id) if flow_run.id else None
+        steps = _Steps(log, str(flow_run.id) if flow_run.id else None)
+        return _roll_back(steps, manifest, strategy, automatic, target, discard_changes_since_cutover)
 
-        source = locate_manifest(manifest, backup_dir=settings.backup_dir, database=settings.postgres_db, store=store)
-        if source is None:
-            publish_markdown(settings.postgres_db, "incident",
-                             f"# Incident: cutover run `{manifest}` left no manifest\n\nIt stopped before its first step, "
-                             "before production was touched: aborted before production; nothing to roll back.\n",
-                             "Incident record (runbook 6.5)")
-            return {"status": "not-needed", "reason": "no manifest"}
 
-        if source.manifest.database != settings.postgres_db:
-            raise ConfigError(f"manifest={manifest!r} is a cutover of {source.manifest.database!r}, but POSTGRES_DB is "
-                              f"{settings.postgres_db!r}; point POSTGRES_DB at the database the manifest is for. "
-                              "Nothing was changed.")
-        if discard_changes_since_cutover and not source.manifest.production_touched:
-            raise ConfigError(f"--discard-changes-since-cutover (discard_changes_since_cutover) is for a cutover that "
-                              f"touched production, and this cutover of {source.manifest.database} never did; there "
-                              "is nothing to restore or discard. Nothing was changed.")
-        if not source.manifest.production_touched:
-            m = source.manifest
-            rec = _recorder(source, settings, store)
-            m.rollback = RollbackRecord(status="not-needed", flow_run_id=me, strategy=strategy, finished_at=utcnow(),
-                                        attempts=(m.rollback.attempts if m.rollback else []))
-            _attempt(m, me, "aborted before production; nothing to roll back")
+def rollback_without_prefect(manifest: str, strategy: Literal["rename", "drop-recreate"] = "rename", *,
+                             automatic: bool = False, target: Target | None = None,
+                             discard_changes_since_cutover: bool = False) -> tuple[dict[str, Any], list[str]]:
+    """The same rollback with every step a plain call, for when the Prefect API cannot be reached.
+
+    The path that must work when everything else is failing depends on no web server. Its evidence
+    is the manifest and incident.md in the run directory; the artifacts it would have posted are
+    returned by name.
+    """
+    with OUTBOX.offline() as unposted:
+        summary = _roll_back(_Steps(logging.getLogger("pg-cutover.rollback"), None, direct=True), manifest,
+                             strategy, automatic, target, discard_changes_since_cutover)
+    return summary, unposted
+
+
+@dataclass
+class _Steps:
+    """Runs the rollback's tasks: as Prefect task runs in a flow run, as plain calls without Prefect."""
+
+    log: Any
+    me: str | None  # this rollback's flow run id, when it is one
+    direct: bool = False
+
+    def __call__(self, task, *args, **kwargs):
+        return task.fn(*args, **kwargs) if self.direct else task(*args, **kwargs)
+
+
+def _roll_back(run: _Steps, manifest: str, strategy: str, automatic: bool, target: Target | None,
+               discard_changes_since_cutover: bool) -> dict[str, Any]:
+    """Section 6, decided from the manifest; see `rollback`."""
+    log, me = run.log, run.me
+    settings = target_settings(target)
+    kit = Toolkit.from_settings(settings)
+    store = S3Store.from_settings(settings)
+
+    source = locate_manifest(manifest, backup_dir=settings.backup_dir, database=settings.postgres_db, store=store)
+    if source is None:
+        publish_markdown(settings.postgres_db, "incident",
+                         f"# Incident: cutover run `{manifest}` left no manifest\n\nIt stopped before its first step, "
+                         "before production was touched: aborted before production; nothing to roll back.\n",
+                         "Incident record (runbook 6.5)")
+        return {"status": "not-needed", "reason": "no manifest"}
+
+    if source.manifest.database != settings.postgres_db:
+        raise ConfigError(f"manifest={manifest!r} is a cutover of {source.manifest.database!r}, but POSTGRES_DB is "
+                          f"{settings.postgres_db!r}; point POSTGRES_DB at the database the manifest is for. "
+                          "Nothing was changed.")
+    if discard_changes_since_cutover and not source.manifest.production_touched:
+        raise ConfigError(f"--discard-changes-since-cutover (discard_changes_since_cutover) is for a cutover that "
+                          f"touched production, and this cutover of {source.manifest.database} never did; there "
+                          "is nothing to restore or discard. Nothing was changed.")
+    if not source.manifest.production_touched:
+        m = source.manifest
+        rec = _recorder(source, settings, store)
+        m.rollback = RollbackRecord(status="not-needed", flow_run_id=me, strategy=strategy, finished_at=utcnow(),
+                                    attempts=(m.rollback.attempts if m.rollback else []))
+        _attempt(m, me, "aborted before production; nothing to roll back")
+        rec.save()
+        run(publish_incident, m, source.run_dir, store)
+        log.info("Cutover of %s failed before production was touched: nothing to roll back.", m.database)
+        return {"status": "not-needed", "database": m.database}
+
+    if automatic and not source.manifest.auto_rollback:
+        m = source.manifest
+        rec = _recorder(source, settings, store)
+        if m.rollback is None:
+            m.rollback = RollbackRecord(status="not-started", flow_run_id=me, strategy=strategy)
+        _attempt(m, me, "automatic rollback is off for this cutover (rollback_on_failure=false); nothing restored")
+        rec.save()
+        run(publish_incident, m, source.run_dir, store)
+        log.warning("Cutover of %s failed after touching production, and its automatic rollback is off: "
+                    "run the rollback by hand.", m.database)
+        return {"status": "not-started", "database": m.database}
+
+    database = source.manifest.database
+    # A cutover that still holds its lock is alive: restoring under it would race its own steps.
+    with db.advisory_lock(kit.conn, run_lock_name(database), wait_seconds=0) as idle:
+        if not idle:
+            raise RollbackFailed(f"A cutover of {database} is still running; not restoring under it. Nothing was changed.")
+    with db.advisory_lock(kit.conn, database, wait_seconds=LOCK_WAIT_SECONDS) as locked:
+        if not locked:
+            raise RollbackFailed(f"Another rollback of {database} held its lock for {LOCK_WAIT_SECONDS} s; nothing was changed.")
+        m = source.reload()
+        if m.status == "running":
+            # Its lock was free, so the cutover's process is gone: it will never finish this record.
+            m.status, m.finished_at = "crashed", m.finished_at or utcnow()
+        rec = _recorder(source, settings, store, m)
+        if m.rollback is not None and m.rollback.status == "restored":
+            _attempt(m, me, f"found the work done by flow run {m.rollback.flow_run_id}; nothing restored")
             rec.save()
-            publish_incident(m, source.run_dir, store)
-            log.info("Cutover of %s failed before production was touched: nothing to roll back.", m.database)
-            return {"status": "not-needed", "database": m.database}
+            run(publish_incident, m, source.run_dir, store)
+            log.info("Rollback of %s was already done by %s.", database, m.rollback.flow_run_id)
+            return {"status": "already-restored", "database": database, "by": m.rollback.flow_run_id}
 
-        if automatic and not source.manifest.auto_rollback:
-            m = source.manifest
-            rec = _recorder(source, settings, store)
-            if m.rollback is None:
-                m.rollback = RollbackRecord(status="not-started", flow_run_id=me, strategy=strategy)
-            _attempt(m, me, "automatic rollback is off for this cutover (rollback_on_failure=false); nothing restored")
+        m.rollback = RollbackRecord(flow_run_id=me, strategy=strategy,
+                                    attempts=(m.rollback.attempts if m.rollback else []))
+        rec.save()
+        refusal = _changes_since_cutover(rec, kit, m, discard_changes_since_cutover)
+        if refusal is not None:
+            m.rollback.status, m.rollback.error, m.rollback.finished_at = "refused", refusal, utcnow()
+            _attempt(m, me, "refused: production changed since the cutover; nothing restored")
             rec.save()
-            publish_incident(m, source.run_dir, store)
-            log.warning("Cutover of %s failed after touching production, and its automatic rollback is off: "
-                        "run the rollback by hand.", m.database)
-            return {"status": "not-started", "database": m.database}
-
-        database = source.manifest.database
-        # A cutover that still holds its lock is alive: restoring under it would race its own steps.
-        with db.advisory_lock(kit.conn, run_lock_name(database), wait_seconds=0) as idle:
-            if not idle:
-                raise RollbackFailed(f"A cutover of {database} is still running; not restoring under it. Nothing was changed.")
-        with db.advisory_lock(kit.conn, database, wait_seconds=LOCK_WAIT_SECONDS) as locked:
-            if not locked:
-                raise RollbackFailed(f"Another rollback of {database} held its lock for {LOCK_WAIT_SECONDS} s; nothing was changed.")
-            m = source.reload()
-            if m.status == "running":
-                # Its lock was free, so the cutover's process is gone: it will never finish this record.
-                m.status, m.finished_at = "crashed", m.finished_at or utcnow()
-            rec = _recorder(source, settings, store, m)
-            if m.rollback is not None and m.rollback.status == "restored":
-                _attempt(m, me, f"found the work done by flow run {m.rollback.flow_run_id}; nothing restored")
-                rec.save()
-                publish_incident(m, source.run_dir, store)
-                log.info("Rollback of %s was already done by %s.", database, m.rollback.flow_run_id)
-                return {"status": "already-restored", "database": database, "by": m.rollback.flow_run_id}
-
-            m.rollback = RollbackRecord(flow_run_id=me, strategy=strategy,
-                                        attempts=(m.rollback.attempts if m.rollback else []))
+            run(publish_incident, m, source.run_dir, store)
+            log.error("ROLLBACK REFUSED for %s: %s", database, refusal)
+            raise RollbackRefused(refusal)
+        aside = None  # drop-recreate: where production waits while its name is restored
+        try:
+            pg = kit.pg_client(db.probe(kit.conn, "postgres") // 10000)
+            # 6.1 Pause writes and stop the backend
+            with rec.rollback_step("stop-backend") as step:
+                step.detail = {"summary": kit.rollback_service.describe("stop")}  # before: a failure names it too
+                run(stop_backend, kit)
+            with rec.rollback_step("fetch-backup"):
+                dump, origin = run(fetch_backup, m, store, source.run_dir / "restore")
+                m.rollback.restored_from, m.rollback.restored_sha256 = origin, m.backup.sha256
+            if strategy == "rename":
+                # 6.2/6.3 without dropping anything: restore beside production, then swap names.
+                restored = unique_name(kit.conn, database, "restore")
+                with rec.rollback_step("restore") as step:
+                    counts = run(restore_copy, pg, kit, restored, dump, m.row_counts)
+                    step.detail = {"summary": f"{sum(counts.values())} rows in {len(counts)} tables into {restored}"}
+                _carry_properties(run, rec, kit, database, restored)
+                failed_name = unique_name(kit.conn, database, "failed")
+                with rec.rollback_step("swap") as step:
+                    run(swap, kit, database, restored, failed_name)
+                    m.rollback.failed_database = failed_name
+                    step.detail = {"summary": f"{database} -> {failed_name}; {restored} -> {database}"}
+            else:
+                # The runbook's drop, recreate, restore; but production waits aside, not dropped,
+                # until the restore under its name has been verified.
+                aside = unique_name(kit.conn, database, "failed")
+                with rec.rollback_step("drop-recreate") as step:
+                    counts = run(drop_recreate, pg, kit, database, aside, dump, m.row_counts)
+                    m.rollback.failed_database = aside
+                    step.detail = {"summary": f"{database} -> {aside}; {sum(counts.values())} rows restored "
+                                              f"into {database}"}
+                _carry_properties(run, rec, kit, aside, database)
+            with rec.rollback_step("verify"):
+                m.rollback.revision_after = run(verify_restored, kit, m)
+                m.rollback.production_state = _settled(kit, database, "after the rollback's restore")
+            # 6.4 Start the backend and verify health
+            with rec.rollback_step("start-backend") as step:
+                step.detail = {"summary": kit.rollback_service.describe("start")}
+                m.rollback.health = run(start_backend, kit)
+            if strategy == "drop-recreate":
+                _drop_aside(run, rec, pg, m)
+            m.rollback.status = "restored"
+            _attempt(m, me, "restored from the backup")
+        except BaseException as exc:
+            m.rollback.status = "failed"
+            state = _production_state(kit, database, m.rollback.failed_database or aside)
+            m.rollback.error = f"{str(m.rollback.error or exc).rstrip('.')}. {state}"
+            _attempt(m, me, "failed: " + m.rollback.error)
+            log.error("ROLLBACK FAILED for %s: %s", database, m.rollback.error)
+            raise RollbackFailed(f"Rollback of {database} failed: {m.rollback.error}") from None
+        finally:
+            m.rollback.finished_at = utcnow()
             rec.save()
-            refusal = _changes_since_cutover(rec, kit, m, discard_changes_since_cutover)
-            if refusal is not None:
-                m.rollback.status, m.rollback.error, m.rollback.finished_at = "refused", refusal, utcnow()
-                _attempt(m, me, "refused: production changed since the cutover; nothing restored")
-                rec.save()
-                publish_incident(m, source.run_dir, store)
-                log.error("ROLLBACK REFUSED for %s: %s", database, refusal)
-                raise RollbackRefused(refusal)
-            aside = None  # drop-recreate: where production waits while its name is restored
-            try:
-                pg = kit.pg_client(db.probe(kit.conn, "postgres") // 10000)
-                # 6.1 Pause writes and stop the backend
-                with rec.rollback_step("stop-backend") as step:
-                    step.detail = {"summary": kit.rollback_service.describe("stop")}  # before: a failure names it too
-                    stop_backend(kit)
-                with rec.rollback_step("fetch-backup"):
-                    dump, origin = fetch_backup(m, store, source.run_dir / "restore")
-                    m.rollback.restored_from, m.rollback.restored_sha256 = origin, m.backup.sha256
-                if strategy == "rename":
-                    # 6.2/6.3 without dropping anything: restore beside production, then swap names.
-                    restored = unique_name(kit.conn, database, "restore")
-                    with rec.rollback_step("restore") as step:
-                        counts = restore_copy(pg, kit, restored, dump, m.row_counts)
-                        step.detail = {"summary": f"{sum(counts.values())} rows in {len(counts)} tables into {restored}"}
-                    _carry_properties(rec, kit, database, restored)
-                    failed_name = unique_name(kit.conn, database, "failed")
-                    with rec.rollback_step("swap") as step:
-                        swap(kit, database, restored, failed_name)
-                        m.rollback.failed_database = failed_name
-                        step.detail = {"summary": f"{database} -> {failed_name}; {restored} -> {database}"}
-                else:
-                    # The runbook's drop, recreate, restore; but production waits aside, not dropped,
-                    # until the restore under its name has been verified.
-                    aside = unique_name(kit.conn, database, "failed")
-                    with rec.rollback_step("drop-recreate") as step:
-                        counts = drop_recreate(pg, kit, database, aside, dump, m.row_counts)
-                        m.rollback.failed_database = aside
-                        step.detail = {"summary": f"{database} -> {aside}; {sum(counts.values())} rows restored "
-                                                  f"into {database}"}
-                    _carry_properties(rec, kit, aside, database)
-                with rec.rollback_step("verify"):
-                    m.rollback.revision_after = verify_restored(kit, m)
-                    m.rollback.production_state = _settled(kit, database, "after the rollback's restore")
-                # 6.4 Start the backend and verify health
-                with rec.rollback_step("start-backend") as step:
-                    step.detail = {"summary": kit.rollback_service.describe("start")}
-                    m.rollback.health = start_backend(kit)
-                if strategy == "drop-recreate":
-                    _drop_aside(rec, pg, m)
-                m.rollback.status = "restored"
-                _attempt(m, me, "restored from the backup")
-            except BaseException as exc:
-                m.rollback.status = "failed"
-                state = _production_state(kit, database, m.rollback.failed_database or aside)
-                m.rollback.error = f"{str(m.rollback.error or exc).rstrip('.')}. {state}"
-                _attempt(m, me, "failed: " + m.rollback.error)
-                log.error("ROLLBACK FAILED for %s: %s", database, m.rollback.error)
-                raise RollbackFailed(f"Rollback of {database} failed: {m.rollback.error}") from None
-            finally:
-                m.rollback.finished_at = utcnow()
-                rec.save()
-                # 6.5 Incident record
-                publish_incident(m, source.run_dir, store)
-        log.info("%s restored from %s; kept the failed database as %s", database, m.rollback.restored_from,
-                 m.rollback.failed_database)
-        return {"status": "restored", "database": database, "failed_database": m.rollback.failed_database,
-                "restored_from": m.rollback.restored_from, "revision": m.rollback.revision_after}
+            # 6.5 Incident record
+            run(publish_incident, m, source.run_dir, store)
+    log.info("%s restored from %s; kept the failed database as %s", database, m.rollback.restored_from,
+             m.rollback.failed_database)
+    return {"status": "restored", "database": database, "failed_database": m.rollback.failed_database,
+            "restored_from": m.rollback.restored_from, "revision": m.rollback.revision_after}
 
 
 def _changes_since_cutover(rec: RunRecorder, kit: Toolkit, m, discard: bool) -> str | None:
-    """Rows written to production after the cutover let go of it are never discarded silently.
+    """Rows written to production by others are never discarded silently (cutover.late_writes).
 
-    None when the restore may go on (nothing changed, or the operator chose to discard what did);
-    else the refusal, one sentence per table and one on how to go on.
+    None when the restore may go on (nothing of others' changed, or the operator chose to discard
+    it); else the refusal: one sentence per table, and how to go on.
     """
     with rec.rollback_step("changes-since-cutover") as step:
-        if m.production_state is None:
-            step.status = "warning"
-            step.error = ("the cutover did not record production's state when it let go of it (it was killed "
-                          "first, or its manifest predates the record): changes since could not be checked")
-            m.rollback.changes_since = [f"Cannot tell what changed: {step.error}."]
-            return None
-        seen = changes.since(kit.conn, m.production_state)
-        m.rollback.changes_since = seen.sentences()
-        when = f"{m.production_state.moment}, {m.production_state.taken_at}"
-        if seen.clean:
-            step.detail = {"summary": f"no row of production changed since the cutover let go of it ({when})"}
+        found = late_writes.assess(kit.conn, m)
+        m.rollback.changes_since = found.sentences
+        if found.clean:
+            step.detail = {"summary": found.summary}
             return None
         if discard:
             m.rollback.discarded_changes = True
             step.status = "warning"
-            step.error = ("discarding, as asked (discard_changes_since_cutover): " + " ".join(seen.sentences())
+            step.error = ("discarding, as asked (discard_changes_since_cutover): " + " ".join(found.sentences)
                           + " They stay in the database renamed aside.")
             return None
-        step.detail = {"summary": "refused: " + " ".join(seen.sentences())}
-    return (f"Production {m.database} changed since the cutover let go of it ({when}): "
-            + " ".join(seen.sentences()) + " Nothing was restored and production is as it was. To restore the "
-            "pre-cutover backup anyway, discarding those changes (they stay in the database renamed aside, "
-            f"{m.database}_failed_<timestamp>), run `cutover rollback --discard-changes-since-cutover` or set "
-            "the rollback flow's parameter discard_changes_since_cutover.")
+        step.detail = {"summary": "refused: " + " ".join(found.sentences)}
+    if found.during_failed_run:
+        what = (f"Production {m.database} changed while the failed cutover ran, and its own partial changes "
+                "cannot be told apart from the application's writes (the cutover did not stop the backend; "
+                "CUTOVER_WRITE_FREEZE=stop-service would have): " + " ".join(found.sentences))
+    else:
+        state = m.production_state
+        what = (f"Production {m.database} changed since the cutover let go of it ({state.moment}, "
+                f"{state.taken_at}): " + " ".join(found.sentences))
+    return (what + " Nothing was restored and production is as it was. To restore the pre-cutover backup "
+            f"anyway, discarding those changes (they stay in the database renamed aside, {m.database}_failed_"
+            "<timestamp>), run `cutover rollback --discard-changes-since-cutover` or set the rollback flow's "
+            "parameter discard_changes_since_cutover.")
 
 
 def _settled(kit: Toolkit, database: str, moment: str):
@@ -241,11 +277,11 @@ def _settled(kit: Toolkit, database: str, moment: str):
         return None  # the restore is verified; a later rollback would say it cannot tell
 
 
-def _drop_aside(rec: RunRecorder, pg, m) -> None:
+def _drop_aside(run: _Steps, rec: RunRecorder, pg, m) -> None:
     """drop-recreate's drop, last of all; production is already restored, so failing here is only a warning."""
     with rec.rollback_step("drop-failed-copy") as step:
         try:
-            drop_failed_copy(pg, m.rollback.failed_database)
+            run(drop_failed_copy, pg, m.rollback.failed_database)
         except Exception as exc:
             step.status, step.error = "warning", f"{m.rollback.failed_database} kept: dropping it failed ({exc})"
             return
@@ -253,7 +289,7 @@ def _drop_aside(rec: RunRecorder, pg, m) -> None:
         m.rollback.failed_database = None
 
 
-def _carry_properties(rec: RunRecorder, kit: Toolkit, source: str, target: str) -> None:
+def _carry_properties(run: _Steps, rec: RunRecorder, kit: Toolkit, source: str, target: str) -> None:
     """The database-level part of production (settings, grants, owner) onto the restored copy.
 
     Not a reason to stop a restore that has the data: what could not be carried is a
@@ -261,13 +297,13 @@ def _carry_properties(rec: RunRecorder, kit: Toolkit, source: str, target: str) 
     """
     with rec.rollback_step("database-properties") as step:
         try:
-            described, problems = carry_database_properties(kit, source, target)
+            described, problems = run(carry_database_properties, kit, source, target)
         except Exception as exc:
             described, problems = "nothing", [f"could not read or apply them: {exc}"]
         step.detail = {"summary": f"carried from {source}: {described}"}
         if problems:
             step.status, step.error = "warning", "; ".join(problems)
-            get_run_logger().warning("Database properties not carried to %s: %s", target, step.error)
+            run.log.warning("Database properties not carried to %s: %s", target, step.error)
 
 
 def _recorder(source: ManifestSource, settings, store: S3Store | None, m=None) -> RunRecorder:

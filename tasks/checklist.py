@@ -141,7 +141,9 @@ def check_writes_paused(kit: Toolkit, database: str, since: CounterReading | Non
         _publish_sample(database, start.writers, "Sessions holding a transaction id before the backup: NOT paused")
         raise StepFailed(f"Writes are not paused on {database}: other sessions hold a transaction id "
                          f"({_who(start.writers)}). Nothing was backed up or changed.")
-    return {"checked": True, "service_stopped": stopped, "sample_start": start}
+    return {"checked": True, "service_stopped": stopped, "sample_start": start,
+            "backend_stopped": settings.write_freeze == "stop-service" and stopped is not None
+            and not stopped.startswith("no CUTOVER_SERVICE_STOP")}
 
 
 @task(name="writes-sample", cache_policy=NO_CACHE)

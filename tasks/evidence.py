@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import logging
 import queue
 import re
 import threading
@@ -11,12 +12,22 @@ from concurrent.futures import Future, wait
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
+from prefect import get_run_logger
+from prefect.exceptions import MissingContextError
 from prefect.artifacts import (create_link_artifact, create_markdown_artifact, create_progress_artifact,
                                create_table_artifact, update_progress_artifact)
 
 from cutover.errors import ConnectionFailed
 
 FENCE = "```"
+
+
+def run_logger():
+    """The run's logger (its lines in the UI); outside a run (a rollback without Prefect) the module's."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("pg-cutover")
 
 
 def artifact_key(database: str, name: str) -> str:
@@ -44,8 +55,21 @@ class Outbox:
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue | None = None
         self._pending: list[Future] = []
+        self.unposted: list[str] | None = None  # set while offline: what was not sent
+
+    @contextmanager
+    def offline(self) -> Iterator[list[str]]:
+        """No Prefect API to send to (a rollback run without it): each post is only named, never sent."""
+        self.unposted = []
+        try:
+            yield self.unposted
+        finally:
+            self.unposted = None
 
     def post(self, what: str, send: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        if self.unposted is not None:
+            self.unposted.append(what)
+            return
         # Threads do not inherit context: the run's (API URL, flow and task run ids) goes with each post.
         context = contextvars.copy_context()
         future: Future = Future()

@@ -135,7 +135,8 @@ def data_parity(kit: Toolkit, plan: Plan, production_side: Future | None = None,
     if len(bad):
         raise StepFailed(f"The scratch copy differs from production in {', '.join(bad['table'])}: "
                          "the backup does not hold what production holds.")
-    return {"tables": len(frame), "checksummed": int((frame["checksum production"] != parity.SKIPPED_SIZE).sum())}
+    checksums = {t: c for t, c in zip(frame["table"], frame["checksum production"]) if c and c != parity.SKIPPED_SIZE}
+    return {"tables": len(frame), "checksummed": len(checksums), "production_checksums": checksums}
 
 
 @task(name="scratch-amcheck", cache_policy=NO_CACHE)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from cutover import db, health
@@ -21,7 +21,7 @@ from cutover.rollback import restore_in_place, restore_into, swap_in
 from cutover.storage import BackupUntrusted, S3Store, verified_dump
 from cutover.toolkit import Toolkit
 from cutover.dbprops import carry_properties
-from tasks.evidence import publish_markdown
+from tasks.evidence import publish_markdown, run_logger
 from tasks.report import publish_outcome
 
 
@@ -44,7 +44,7 @@ def _not_a_refusal(task, task_run, state) -> bool:
       retry_condition_fn=_not_a_refusal, timeout_seconds=4 * 3600)
 def fetch_backup(manifest: Manifest, store: S3Store | None, work_dir: Path) -> tuple[Path, str]:
     path, source = verified_dump(manifest, store, work_dir)
-    get_run_logger().info("Backup verified (SHA-256 %s) from %s", manifest.backup.sha256, source)
+    run_logger().info("Backup verified (SHA-256 %s) from %s", manifest.backup.sha256, source)
     return path, source
 
 

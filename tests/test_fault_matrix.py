@@ -297,7 +297,7 @@ def truncated_then_restored_from_s3(world: World) -> Outcome:
     m = the_manifest()
     assert m.rollback.error.startswith("fetch-backup: No verified backup for")
     assert "has SHA-256" in m.rollback.error and "set CUTOVER_S3_BUCKET" in m.rollback.error
-    assert [s.name for s in m.rollback.steps] == ["stop-backend", "fetch-backup"]
+    assert [s.name for s in m.rollback.steps] == ["changes-since-cutover", "stop-backend", "fetch-backup"]
     assert_failed_loudly(world, refused, m)
     world.proof["refused"] = m.rollback.error
 
@@ -311,7 +311,7 @@ def drop_recreate_killed_then_again(world: World) -> Outcome:
     state = fail_on_production(world)
     failed = roll_back(state, strategy="drop-recreate")
     m = the_manifest()
-    assert [s.name for s in m.rollback.steps] == ["stop-backend", "fetch-backup", "drop-recreate"]
+    assert [s.name for s in m.rollback.steps] == ["changes-since-cutover", "stop-backend", "fetch-backup", "drop-recreate"]
     assert "renamed back" in m.rollback.error and "killed by SIGKILL" in m.rollback.error
     assert_failed_loudly(world, failed, m)
 

@@ -55,6 +55,9 @@ def test_five_databases_two_workers_limit_two_per_host(conn, pilot_factory, half
     for name in ("CUTOVER_S3_BUCKET", "CUTOVER_SERVICE_START", "CUTOVER_SERVICE_STOP", "CUTOVER_SERVICE_STATUS",
                  "POSTGRES_PASSWORD"):
         env.pop(name, None)
+    # Each cutover stops its (here, pretend) backend itself, so what a failed upgrade committed is provably
+    # its own and the automatic rollback restores it.
+    env.update(CUTOVER_WRITE_FREEZE="stop-service", CUTOVER_SERVICE_STOP="true", CUTOVER_SERVICE_START="true")
     api = env["PREFECT_API_URL"]
 
     # Policy halt, one at a time, the canary (listed first) failing: the others are never started.

@@ -37,7 +37,7 @@ def assert_rolled_back(conn, pilot, before, api, failed_step):
     assert databases_like(conn, f"{pilot}_restore_") == []
     # The backend was stopped and started by the controller, and answers.
     assert [s.name for s in m.rollback.steps] == [
-        "stop-backend", "fetch-backup", "restore", "database-properties", "swap", "verify", "start-backend"]
+        "changes-since-cutover", "stop-backend", "fetch-backup", "restore", "database-properties", "swap", "verify", "start-backend"]
     reply = httpx.get(api + "/", timeout=10)
     assert reply.status_code == 200 and reply.json()["revision"] is None
     # The incident record, in the Prefect API and next to the backup.
@@ -63,6 +63,8 @@ def test_stamp_failure_on_production_is_rolled_back(prefect_api, conn, pilot, cu
 
 def test_upgrade_failing_halfway_is_rolled_back(prefect_api, conn, pilot, cutover_env, managed_api, halfway_alembic_dir):
     cutover_env.setenv("CUTOVER_ALEMBIC_DIR", str(halfway_alembic_dir))
+    # The cutover stops the backend itself: what the failed upgrade committed can only be its own.
+    cutover_env.setenv("CUTOVER_WRITE_FREEZE", "stop-service")
     before = data_fingerprint(conn, pilot)
 
     state = cutover(**APPROVED, return_state=True)
@@ -145,6 +147,10 @@ def test_rollback_keeps_database_settings_grants_owner_and_comment(prefect_api, 
 
     cutover_env.setenv("CUTOVER_ALEMBIC_DIR", str(halfway_alembic_dir))
     cutover_env.setenv("CUTOVER_HEALTH_URL", "none")
+    # A backend stopped by the cutover: the failed upgrade's partial changes are its own, so it is restored.
+    cutover_env.setenv("CUTOVER_WRITE_FREEZE", "stop-service")
+    cutover_env.setenv("CUTOVER_SERVICE_STOP", "true")
+    cutover_env.setenv("CUTOVER_SERVICE_START", "true")
     execute(conn, "postgres", "DO $$ BEGIN CREATE ROLE pgcutover_reader NOLOGIN; "
                               "EXCEPTION WHEN duplicate_object THEN NULL; END $$")
     execute(conn, "postgres",

@@ -137,3 +137,25 @@ def test_an_automatic_rollback_restores_nothing_after_the_backend_came_back_and_
         assert cur.fetchone()[0] == 1
     incident = (Path(m.backup.path).parent / "incident.md").read_text()
     assert "REFUSED" in incident and "public.breweries: 1 rows added." in incident
+
+
+def test_a_failed_upgrades_own_changes_that_cannot_be_told_from_the_apps_are_not_restored_over(
+        prefect_api, conn, pilot, cutover_env, halfway_alembic_dir):
+    # 0004_half commits part of its work on production, then fails; writes were checked paused, not stopped
+    # by the cutover: nobody can prove the application did not write to those tables meanwhile.
+    cutover_env.setenv("CUTOVER_ALEMBIC_DIR", str(halfway_alembic_dir))
+
+    state = cutover(**APPROVED, return_state=True)
+
+    assert state.is_failed()
+    m = load_manifest(next(Path(os.environ["CUTOVER_BACKUP_DIR"]).rglob("manifest.json")))
+    assert m.failure["step"] == "production-upgrade" and m.rollback.status == "refused"
+    assert "cannot be told apart from the application's writes" in m.rollback.error
+    assert any(line.startswith("public.beers: ") for line in m.rollback.changes_since)
+    # Production is as the failed upgrade left it, under its own name: nothing restored, nothing renamed.
+    with db.connect(conn, pilot) as c, c.cursor() as cur:
+        cur.execute("SELECT count(*) FROM beers WHERE tasting_notes = 'pending'")
+        assert cur.fetchone()[0] > 0
+    assert m.rollback.failed_database is None
+    incident = (Path(m.backup.path).parent / "incident.md").read_text()
+    assert "REFUSED" in incident and "--discard-changes-since-cutover" in incident

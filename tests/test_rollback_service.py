@@ -81,6 +81,7 @@ def test_rollback_starts_its_own_backend_not_the_cutovers(prefect_api, conn, pil
     cutover_env.setenv("CUTOVER_ROLLBACK_SERVICE_START", rollback_start)
     cutover_env.setenv("CUTOVER_SERVICE_START", refusing)
     cutover_env.setenv("CUTOVER_ALEMBIC_DIR", str(halfway_alembic_dir))  # fails on production, after touching it
+    cutover_env.setenv("CUTOVER_WRITE_FREEZE", "stop-service")  # so its partial changes are provably its own
     pid_before = (tmp_path / "api.pid").read_text()
     before = data_fingerprint(conn, pilot)
 

@@ -1,0 +1,47 @@
+"""The rollback works when Prefect cannot (issue 18): with PREFECT_API_URL at a closed port,
+`cutover rollback` runs the same steps without Prefect, restores, writes the incident, exits 0, and
+says that the evidence was not posted."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from cutover import db
+from cutover.embedded import free_port
+from cutover.manifest import load_manifest
+from flows.cutover import cutover
+from tasks.checklist import Checklist
+from tests.helpers import data_fingerprint
+
+
+def test_cutover_rollback_restores_with_the_prefect_api_down(prefect_api, conn, pilot, cutover_env, halfway_alembic_dir,
+                                                            tmp_path):
+    cutover_env.setenv("CUTOVER_ALEMBIC_DIR", str(halfway_alembic_dir))
+    cutover_env.setenv("CUTOVER_WRITE_FREEZE", "stop-service")  # the failed upgrade's changes are its own
+    cutover_env.setenv("CUTOVER_SERVICE_STOP", "true")
+    cutover_env.setenv("CUTOVER_SERVICE_START", "true")
+    before = data_fingerprint(conn, pilot)
+    # A cutover that failed halfway on production, its automatic rollback off: production is left touched.
+    state = cutover(approved_by="alice", checklist=Checklist.all_confirmed(), rollback_on_failure=False,
+                    return_state=True)
+    assert state.is_failed()
+    run_dir = next(Path(os.environ["CUTOVER_BACKUP_DIR"]).rglob("manifest.json")).parent
+    assert load_manifest(run_dir / "manifest.json").rollback.status == "not-started"
+    assert data_fingerprint(conn, pilot) != before
+
+    env = {**os.environ, "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api",  # nothing listens there
+           "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    proc = subprocess.run([sys.executable, "-m", "cutover.cli", "rollback", "--manifest", str(run_dir)], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert '"status": "restored"' in proc.stdout
+    assert "the Prefect API could not be reached" in proc.stderr and "not posted to Prefect" in proc.stderr
+    assert data_fingerprint(conn, pilot) == before and db.alembic_revision(conn, pilot) is None
+    m = load_manifest(run_dir / "manifest.json")
+    assert m.rollback.status == "restored" and m.rollback.flow_run_id is None
+    incident = (run_dir / "incident.md").read_text()
+    assert "restored from the backup" in incident and m.rollback.failed_database in incident

@@ -35,6 +35,7 @@ SELECT pid, usename, application_name, coalesce(client_addr::text, 'local'), sta
        round(extract(epoch FROM now() - xact_start)::numeric, 1), left(query, 200)
 FROM pg_stat_activity
 WHERE datname = %s AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL
+  AND backend_type = 'client backend'  -- autovacuum's ANALYZE takes a transaction id too: not a writer
 ORDER BY xact_start
 """
 # Backends flush their counters at most once a second: one more beat catches the last ones.

@@ -93,6 +93,7 @@ def test_a_session_holding_a_lock_stops_the_run_before_production(prefect_api, c
 
 def test_amcheck_that_cannot_run_is_a_warning_not_a_success(prefect_api, conn, pilot, cutover_env):
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
     # A pilot whose own function takes amcheck's name: CREATE EXTENSION amcheck fails on its restored copy,
     # as it does where the extension is not installed or the role may not create it.
@@ -108,7 +109,8 @@ def test_amcheck_that_cannot_run_is_a_warning_not_a_success(prefect_api, conn, p
     report = (Path(m.backup.path).parent / "report.md").read_text()
     assert "| scratch-amcheck | warning |" in report and "amcheck is unavailable" in report
     with get_client(sync_client=True) as client:
-        progress = client.read_artifacts()
-    (description,) = [a.description for a in progress
-                      if a.key == f"{pilot.replace('_', '-')}-progress" and a.flow_run_id == state.state_details.flow_run_id]
+        progress = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[f"{pilot.replace('_', '-')}-progress"]),
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    (description,) = [a.description for a in progress]
     assert "WARNING scratch-amcheck: no index checked: amcheck is unavailable" in description

@@ -137,6 +137,23 @@ def test_an_automatic_rollback_restores_nothing_after_the_backend_came_back_and_
         assert cur.fetchone()[0] == 1
     incident = (Path(m.backup.path).parent / "incident.md").read_text()
     assert "REFUSED" in incident and "public.breweries: 1 rows added." in incident
+    # Its rollback run ends Failed, so an automation on failures can page someone.
+    (run,) = rollback_runs_of(state.state_details.flow_run_id)
+    assert run.state.is_failed() and "changed since the cutover let go of it" in run.state.message
+
+
+def rollback_runs_of(cutover_run_id) -> list:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    async def read():
+        async with get_client() as client:
+            runs = await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["rollback"])))
+        return [r for r in runs if r.parameters.get("manifest") == str(cutover_run_id)]
+
+    return asyncio.run(read())
 
 
 def test_a_failed_upgrades_own_changes_that_cannot_be_told_from_the_apps_are_not_restored_over(

@@ -38,6 +38,8 @@ _ENV_NAMES = [
     "CUTOVER_SERVICE_STOP", "CUTOVER_SERVICE_START", "CUTOVER_S3_BUCKET", "CUTOVER_S3_ENDPOINT_URL",
     "CUTOVER_S3_PART_SIZE_MB", "CUTOVER_REQUIRE_OFFSITE", "CUTOVER_S3_KEEP", "CUTOVER_S3_OBJECT_LOCK_DAYS",
     "CUTOVER_S3_CHECKSUM", "CUTOVER_S3_PREFIX", "CUTOVER_SERVICE", "CUTOVER_S3_MAX_ATTEMPTS", "BEER_APP_INCOMPATIBLE_WITH",
+    "CUTOVER_LINT", "CUTOVER_BASELINE_BOOTSTRAP", "CUTOVER_PARITY_ALLOW", "CUTOVER_WRITE_FREEZE", "CUTOVER_LOCK_RETRIES",
+    "CUTOVER_LOCK_RETRY_WAIT_SECONDS", "CUTOVER_LOCK_TIMEOUT",
     "CUTOVER_ROLLBACK_SERVICE_STATUS", "CUTOVER_ROLLBACK_SERVICE_STOP", "CUTOVER_ROLLBACK_SERVICE_START",
 ]
 
@@ -93,19 +95,24 @@ def api(pg_target, pilot):
         yield url
 
 
-@pytest.fixture
-def cutover_env(monkeypatch, tmp_path, pg_target, pilot):
-    """The environment an operator would export for `pilot`, backups under tmp_path."""
+def operator_env(monkeypatch, pg_target, database: str, baseline: str, alembic_dir: Path, backups: Path):
+    """The environment an operator would export for `database` of an app, and none of the other settings."""
     for name in _ENV_NAMES:
         monkeypatch.delenv(name, raising=False)
     for key, value in pg_target.env().items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setenv("POSTGRES_DB", pilot)
-    monkeypatch.setenv("BASELINE_REV", BASELINE)
-    monkeypatch.setenv("CUTOVER_ALEMBIC_DIR", str(EXAMPLE_APP_DIR))
-    monkeypatch.setenv("CUTOVER_BACKUP_DIR", str(tmp_path / "backups"))
+    monkeypatch.setenv("POSTGRES_DB", database)
+    monkeypatch.setenv("BASELINE_REV", baseline)
+    monkeypatch.setenv("CUTOVER_ALEMBIC_DIR", str(alembic_dir))
+    monkeypatch.setenv("CUTOVER_BACKUP_DIR", str(backups))
     monkeypatch.setenv("CUTOVER_HEALTH_URL", "none")
     return monkeypatch
+
+
+@pytest.fixture
+def cutover_env(monkeypatch, tmp_path, pg_target, pilot):
+    """The environment an operator would export for `pilot`, backups under tmp_path."""
+    return operator_env(monkeypatch, pg_target, pilot, BASELINE, EXAMPLE_APP_DIR, tmp_path / "backups")
 
 
 BROKEN_REVISION = '''"""A revision that fails halfway through its operations."""

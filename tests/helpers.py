@@ -104,3 +104,16 @@ def heartbeat_events(flow_run_id, wait_seconds: float = 30.0) -> list[dict]:
             time.sleep(1.0 if found else 0)  # events sent together are stored together; one more look
             return httpx.post(PREFECT_API_URL.value() + "/events/filter", json=query, timeout=10).json()["events"]
         time.sleep(0.5)
+
+
+def rollback_runs_of(cutover_run_id) -> list:
+    """Rollback flow runs started for this cutover (by its hooks or a trigger), from the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    async def read():
+        async with get_client() as client:
+            runs = await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["rollback"])))
+        return [r for r in runs if r.parameters.get("manifest") == str(cutover_run_id)]
+
+    return asyncio.run(read())

@@ -18,7 +18,7 @@ from cutover.settings import load_settings
 from flows.cutover import cutover
 from tasks.checklist import Checklist
 from tests.apps import LATE_BASELINE, LATE_BOOTSTRAP, LATE_DIR, LATE_HEAD, build_late_pilot
-from tests.conftest import _ENV_NAMES
+from tests.conftest import operator_env
 from tests.helpers import artifacts_of, data_fingerprint, databases_like
 
 
@@ -54,15 +54,7 @@ def test_with_the_bootstrap_the_cutover_succeeds_and_says_it_was_used(prefect_ap
     name = f"late_{uuid.uuid4().hex[:10]}"
     build_late_pilot(conn, name, pg_target.env())
     try:
-        for env_name in _ENV_NAMES + ["CUTOVER_LINT", "CUTOVER_PARITY_ALLOW"]:
-            monkeypatch.delenv(env_name, raising=False)
-        for key, value in pg_target.env().items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.setenv("POSTGRES_DB", name)
-        monkeypatch.setenv("BASELINE_REV", LATE_BASELINE)
-        monkeypatch.setenv("CUTOVER_ALEMBIC_DIR", str(LATE_DIR))
-        monkeypatch.setenv("CUTOVER_BACKUP_DIR", str(tmp_path / "backups"))
-        monkeypatch.setenv("CUTOVER_HEALTH_URL", "none")
+        operator_env(monkeypatch, pg_target, name, LATE_BASELINE, LATE_DIR, tmp_path / "backups")
         monkeypatch.setenv("CUTOVER_BASELINE_BOOTSTRAP", LATE_BOOTSTRAP)
         before = data_fingerprint(conn, name)
 

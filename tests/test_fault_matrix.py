@@ -35,7 +35,7 @@ from cutover.process import Runner
 from flows.cutover import cutover
 from flows.rollback import rollback
 from tasks.checklist import Checklist
-from tests.helpers import artifacts_with_key, data_fingerprint, databases_like
+from tests.helpers import artifacts_with_key, data_fingerprint, databases_like, rollback_runs_of
 
 APPROVED = dict(approved_by="alice (fault matrix)", checklist=Checklist.all_confirmed())
 
@@ -245,21 +245,6 @@ def roll_back(state, **params):
     return rollback(manifest=str(state.state_details.flow_run_id), **params, return_state=True)
 
 
-def read_rollback_runs(cutover_run_id) -> list:
-    """Rollback flow runs started for this cutover (by its hooks), from the Prefect API."""
-    import asyncio
-
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
-
-    async def read():
-        async with get_client() as client:
-            runs = await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["rollback"])))
-        return [r for r in runs if r.parameters.get("manifest") == str(cutover_run_id)]
-
-    return asyncio.run(read())
-
-
 def backend_answers(url: str) -> dict | None:
     try:
         reply = httpx.get(url + "/", timeout=5)
@@ -393,7 +378,7 @@ def truncated_proof(world: World, outcome: Outcome) -> None:
 
 def rollback_restore_kill_proof(world: World, outcome: Outcome) -> None:
     killed_while_restoring(world, world.pilot + "_restore_")
-    runs = read_rollback_runs(outcome.cutover_state.state_details.flow_run_id)
+    runs = rollback_runs_of(outcome.cutover_state.state_details.flow_run_id)
     assert [r.state.type.value for r in runs] == ["FAILED"]
     assert "pg_restore was killed by SIGKILL" in outcome.manifest.rollback.error
 

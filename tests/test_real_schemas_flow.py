@@ -21,7 +21,7 @@ from cutover.process import Runner
 from flows.cutover import cutover
 from tasks.checklist import Checklist
 from tests.apps import LEDGER_BASELINE, LEDGER_DIR, LEDGER_HEAD, build_ledger_pilot
-from tests.conftest import _ENV_NAMES
+from tests.conftest import operator_env
 from tests.helpers import artifacts_of, data_fingerprint, execute
 
 APPROVED = dict(approved_by="alice (ticket OPS-17)", checklist=Checklist.all_confirmed())
@@ -32,15 +32,7 @@ def ledger(conn, pg_target, monkeypatch, tmp_path):
     """A ledger pilot built by create_all, and the environment an operator would export for it."""
     name = f"ledger_{uuid.uuid4().hex[:10]}"
     build_ledger_pilot(conn, name)
-    for env_name in _ENV_NAMES + ["CUTOVER_LINT", "CUTOVER_BASELINE_BOOTSTRAP", "CUTOVER_PARITY_ALLOW"]:
-        monkeypatch.delenv(env_name, raising=False)
-    for key, value in pg_target.env().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("POSTGRES_DB", name)
-    monkeypatch.setenv("BASELINE_REV", LEDGER_BASELINE)
-    monkeypatch.setenv("CUTOVER_ALEMBIC_DIR", str(LEDGER_DIR))
-    monkeypatch.setenv("CUTOVER_BACKUP_DIR", str(tmp_path / "backups"))
-    monkeypatch.setenv("CUTOVER_HEALTH_URL", "none")
+    operator_env(monkeypatch, pg_target, name, LEDGER_BASELINE, LEDGER_DIR, tmp_path / "backups")
     yield name
     db.drop_databases_like(conn, name)
 

@@ -22,7 +22,7 @@ from flows.cutover import cutover
 from flows.rollback import rollback
 from tasks.checklist import Checklist
 from tests.conftest import HEAD
-from tests.helpers import data_fingerprint, execute
+from tests.helpers import data_fingerprint, execute, rollback_runs_of
 
 APPROVED = dict(approved_by="alice (OPS-18)", checklist=Checklist.all_confirmed())
 
@@ -141,19 +141,6 @@ def test_an_automatic_rollback_restores_nothing_after_the_backend_came_back_and_
     (run,) = rollback_runs_of(state.state_details.flow_run_id)
     assert run.state.is_failed() and "changed since the cutover let go of it" in run.state.message
 
-
-def rollback_runs_of(cutover_run_id) -> list:
-    import asyncio
-
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
-
-    async def read():
-        async with get_client() as client:
-            runs = await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["rollback"])))
-        return [r for r in runs if r.parameters.get("manifest") == str(cutover_run_id)]
-
-    return asyncio.run(read())
 
 
 def test_a_failed_upgrades_own_changes_that_cannot_be_told_from_the_apps_are_not_restored_over(

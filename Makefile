@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test test-fast bench install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("pg-cutover needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -20,6 +20,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Everything but the end-to-end tier (flows against a Prefect API): unit and integration tests.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not e2e"
 
 # issue 8's benchmark: the runbook by hand against `cutover run` on a 1 GB pilot (see BENCHMARKS.md)
 bench: $(STAMP)

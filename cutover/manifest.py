@@ -18,17 +18,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from cutover.changes import ProductionState
 from cutover.process import redact
+from cutover.steps import PRODUCTION_STEPS, RollbackStatus, RunStatus, Status
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
 
-# Steps after which production may differ from the backup: a failure from here
-# on needs the restore-from-backup rollback.
-PRODUCTION_STEPS = ("production-stamp", "production-upgrade", "validate")
 
 
 def utcnow() -> str:
@@ -36,8 +34,10 @@ def utcnow() -> str:
 
 
 class StepRecord(BaseModel):
+    model_config = ConfigDict(validate_assignment=True)  # a status set as text becomes its enum
+
     name: str
-    status: str = "running"  # running | succeeded | failed | skipped
+    status: Status = Status.RUNNING
     started_at: str = Field(default_factory=utcnow)
     ended_at: str | None = None
     seconds: float | None = None
@@ -78,8 +78,9 @@ class OffsiteRecord(BaseModel):
 
 
 class RollbackRecord(BaseModel):
-    # running | restored | not-needed | not-started | refused (production changed since the cutover) | failed
-    status: str = "running"
+    model_config = ConfigDict(validate_assignment=True)  # a status set as text becomes its enum
+
+    status: RollbackStatus = RollbackStatus.RUNNING
     flow_run_id: str | None = None
     strategy: str = "rename"
     started_at: str = Field(default_factory=utcnow)
@@ -100,6 +101,8 @@ class RollbackRecord(BaseModel):
 
 
 class Manifest(BaseModel):
+    model_config = ConfigDict(validate_assignment=True)  # a status set as text becomes its enum
+
     schema_version: int = SCHEMA_VERSION
     run_id: str
     flow_run_id: str | None = None
@@ -108,7 +111,7 @@ class Manifest(BaseModel):
     port: int
     started_at: str = Field(default_factory=utcnow)
     finished_at: str | None = None
-    status: str = "running"  # running | succeeded | failed | noop | dry-run | crashed (set by its rollback)
+    status: RunStatus = RunStatus.RUNNING
     dry_run: bool = False
     auto_rollback: bool = True  # the run's rollback_on_failure: may a hook or trigger restore without a human
     baseline_rev: str | None = None
@@ -232,17 +235,21 @@ class RunRecorder:
             record.ended_at = utcnow()
             record.seconds = round(time.monotonic() - started, 3)
             self.save()
-            for listener in self.listeners:
-                try:
-                    listener(record)
-                except Exception:  # progress display must never fail a step
-                    pass
+            self._tell(record)
+
+    def _tell(self, record: StepRecord) -> None:
+        for listener in self.listeners:
+            try:
+                listener(record)
+            except Exception:  # progress display must never fail a step
+                pass
 
     def skip(self, name: str, reason: str) -> None:
-        self.manifest.steps.append(
-            StepRecord(name=name, status="skipped", ended_at=utcnow(), seconds=0.0, detail={"reason": reason})
-        )
+        record = StepRecord(name=name, status=Status.SKIPPED, ended_at=utcnow(), seconds=0.0,
+                            detail={"reason": reason})
+        self.manifest.steps.append(record)
         self.save()
+        self._tell(record)
 
     def finish(self, status: str) -> None:
         self.manifest.status = status

@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Cancelled
 
-from cutover import changes, db, late_writes
+from cutover import changes, db, late_writes, steps
 from cutover.alembic_runner import MIGRATION_APPLICATION
 from cutover.alembic_session import AlembicSession
 from cutover.manifest import Manifest, RunRecorder
@@ -423,18 +423,8 @@ def _form_description(plan, settings) -> str:
 
 
 def _planned_steps(plan, dry_run: bool, mirrored: bool, settings) -> list[str]:
-    if plan.at_target:
-        return ["validate-unchanged"]
-    sampled = settings.write_freeze != "off"
-    steps = ["writes-paused", "baseline-parity", "row-counts", "backup-full", "backup-schema", "backup-verify",
-             "scratch-restore"] + (["writes-sample"] if sampled else []) + ["data-parity", "scratch-amcheck",
-                                                                              "scratch-migrate"]
-    steps += (["offsite-mirror"] if mirrored else []) + (["upgrade-sql"] if settings.lint != "off" else [])
-    if dry_run:
-        return steps + ["scratch-drop"]
-    steps += ["window-check"] + (["writes-still-paused"] if sampled else []) + ["blocking-sessions"]
-    steps += ["production-stamp"] if plan.needs_stamp else []
-    return steps + ["production-upgrade", "production-current", "validate", "scratch-drop"]
+    return steps.plan(at_target=plan.at_target, dry_run=dry_run, sampled=settings.write_freeze != "off",
+                      mirrored=mirrored, linted=settings.lint != "off")
 
 
 @contextmanager

@@ -44,6 +44,22 @@ _ENV_NAMES = [
 ]
 
 
+# Tiers, from what a test needs: e2e runs flows against a Prefect API (the test harness, a real server and
+# workers, or the command line's own temporary server); integration needs PostgreSQL or the S3 server;
+# unit needs neither. `make test` runs all; `make test-fast` leaves e2e out.
+_E2E_FIXTURES = {"prefect_api", "prefect_server"}
+_SERVICE_FIXTURES = {"pg_target", "conn", "s3_endpoint"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        needs = set(getattr(item, "fixturenames", ()))
+        if item.get_closest_marker("e2e") is None and needs & _E2E_FIXTURES:
+            item.add_marker(pytest.mark.e2e)
+        if item.get_closest_marker("e2e") is None:
+            item.add_marker(pytest.mark.integration if needs & _SERVICE_FIXTURES else pytest.mark.unit)
+
+
 @pytest.fixture(scope="session")
 def pg_target(tmp_path_factory):
     target = start_postgres(tmp_path_factory.mktemp("pgdata"))

@@ -106,6 +106,7 @@ def test_the_early_baseline_is_taken_only_for_the_same_inputs_and_only_when_it_w
         assert databases_like(conn, database) == []  # every early build dropped its database
 
 
+@pytest.mark.e2e  # the command line's own temporary Prefect server
 def test_cli_starts_and_stops_its_own_temporary_server(cutover_env, conn, pilot, tmp_path):
     prefect_home = tmp_path / "prefect-home"
     # Prefect's own default for analytics, as an operator has it: the temporary server turns them off.

@@ -1,0 +1,54 @@
+"""The one step table (cutover.steps): the plan a run shows is the steps it records, and every step
+the flow records is in the table."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+
+import pytest
+
+from cutover import steps
+from cutover.manifest import Manifest, RunRecorder, StepRecord
+
+FLOW = Path(__file__).resolve().parents[1] / "flows" / "cutover.py"
+
+
+def test_every_step_the_cutover_flow_records_is_in_the_table():
+    recorded = set(re.findall(r'rec\.(?:step|skip)\("([a-z-]+)"', FLOW.read_text()))
+    assert recorded and recorded <= steps.NAMES, recorded - steps.NAMES
+
+
+def test_production_is_touched_from_the_stamp_on():
+    assert steps.PRODUCTION_STEPS == ("production-stamp", "production-upgrade", "validate")
+
+
+@pytest.mark.parametrize("dry_run, sampled, mirrored, linted", list(itertools.product([False, True], repeat=4)))
+def test_the_plan_follows_the_settings(dry_run, sampled, mirrored, linted):
+    plan = steps.plan(at_target=False, dry_run=dry_run, sampled=sampled, mirrored=mirrored, linted=linted)
+    assert plan[:3] == ["writes-paused", "baseline-parity", "row-counts"] and plan[-1] == "scratch-drop"
+    assert ("writes-sample" in plan) == sampled and ("offsite-mirror" in plan) == mirrored
+    # A dry run returns before the upgrade SQL is due: never planned there.
+    assert ("upgrade-sql" in plan) == (linted and not dry_run)
+    assert ("writes-still-paused" in plan) == (sampled and not dry_run)
+    assert ("validate" in plan) == (not dry_run) and ("window-check" in plan) == (not dry_run)
+    # Recorded either way (skipped in a dry run), so the progress bar counts them either way.
+    assert {"production-stamp", "production-upgrade"} <= set(plan)
+    assert len(plan) == len(set(plan))
+
+
+def test_at_the_target_only_validation_is_planned():
+    assert steps.plan(at_target=True, dry_run=False, sampled=True, mirrored=True, linted=True) == ["validate-unchanged"]
+
+
+def test_a_skipped_step_advances_whoever_listens(tmp_path):
+    heard: list[StepRecord] = []
+    rec = RunRecorder(Manifest(run_id="r", database="d", host="h", port=1), tmp_path, ())
+    rec.listeners.append(heard.append)
+    rec.skip("production-stamp", "dry run")
+    with rec.step("scratch-drop") as step:
+        step.status = "warning"  # set as text, kept as the typed status
+    assert [(r.name, r.status) for r in heard] == [("production-stamp", steps.Status.SKIPPED),
+                                                   ("scratch-drop", steps.Status.WARNING)]
+    assert '"status":"warning"' in rec.manifest.model_dump_json()

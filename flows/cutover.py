@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.futures import wait
 from prefect.runtime import flow_run
 from prefect.states import Cancelled
 
@@ -467,8 +468,7 @@ def _validate(rec: RunRecorder, kit: Toolkit, plan, pg, *, at_target: bool, scra
                   db_objects.submit(kit, plan, pg, compare_with_scratch=not at_target)]
         if scratch_schema is not None:
             checks.append(schema_parity.submit(kit, pg, plan, scratch_schema))
-        for check in checks:
-            check.wait()
+        wait(checks)
         failed = next((check for check in checks if not check.state.is_completed()), None)
         if failed is not None:
             failed.result()  # raises the check's own error

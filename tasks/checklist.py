@@ -41,14 +41,9 @@ class Checklist(BaseModel):
         return [name for name in ITEMS if not getattr(self, name)]
 
 
-class ApprovalForm(RunInput):
-    """The form the UI shows while the run waits: the checklist and who answers for it."""
+class ApprovalForm(RunInput, Checklist):
+    """The form the UI shows while the run waits: the checklist's boxes and who answers for it."""
 
-    window_approved: bool = Field(False, description=ITEMS["window_approved"])
-    writes_paused: bool = Field(False, description=ITEMS["writes_paused"])
-    operator_and_reviewer_present: bool = Field(False, description=ITEMS["operator_and_reviewer_present"])
-    backup_storage_confirmed: bool = Field(False, description=ITEMS["backup_storage_confirmed"])
-    rollback_owner_assigned: bool = Field(False, description=ITEMS["rollback_owner_assigned"])
     operator: str = Field("", description="Migration operator (name)")
     reviewer: str = Field("", description="Reviewer (name)")
     rollback_owner: str = Field("", description="Rollback owner (name)")

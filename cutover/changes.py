@@ -145,7 +145,14 @@ def since(conn: ConnInfo, state: ProductionState) -> Since:
     now = snapshot(conn, state.database, "now", wait_flush=True)
     with connect(conn, "postgres") as c, c.cursor() as cur:
         writers = writers_holding_xids(cur, state.database)
-    result = Since(state, writers=writers)
+    result = compare(state, now)
+    result.writers = writers
+    return result
+
+
+def compare(state: ProductionState, now: ProductionState) -> Since:
+    """What moved from `state` to `now`, table by table; `unknown` when the counters cannot tell."""
+    result = Since(state)
     if now.database_oid != state.database_oid:
         result.unknown = (f"{state.database} is no longer the database the cutover left (it was replaced "
                           "since), so its counters say nothing about the rows it held")
@@ -166,6 +173,7 @@ def since(conn: ConnInfo, state: ProductionState) -> Since:
         moved = (after.inserted - before.inserted, after.updated - before.updated, after.deleted - before.deleted)
         if min(moved) < 0:
             backwards.append(table)
+            result.changes.append(TableChange(table, note="its counters went backwards"))
             continue
         note = "rewritten since (TRUNCATE, VACUUM FULL, CLUSTER or a table rewrite)" \
             if after.filenode != before.filenode else None

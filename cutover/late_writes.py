@@ -52,21 +52,14 @@ def assess(conn: ConnInfo, m: Manifest) -> Assessment:
     return Assessment(False, [f"{table}: {why}." for table, why in unproven.items()], during_failed_run=True)
 
 
-def _moved_tables(m: Manifest, end: changes.ProductionState) -> dict[str, str]:
-    """Tables whose counters moved between the gate and `end` (every table when there was no gate)."""
-    if m.gate_state is None or end.database_oid != m.gate_state.database_oid \
-            or end.stats_reset != m.gate_state.stats_reset:
-        return {table: "no record of it before production was touched" for table in m.row_counts}
-    moved = {}
-    for table in sorted(set(m.gate_state.tables) | set(end.tables)):
-        before, after = m.gate_state.tables.get(table), end.tables.get(table)
-        if before is None or after is None:
-            moved[table] = "created or dropped while the cutover ran"
-        elif before != after:
-            moved[table] = (f"{after.inserted - before.inserted} rows added, {after.updated - before.updated} "
-                            f"updated, {after.deleted - before.deleted} deleted while the cutover ran, by it or "
-                            "by others")
-    return moved
+def _moved_tables(m: Manifest, end: changes.ProductionState) -> set[str]:
+    """Tables whose counters or file node moved between the gate and `end` (every table without a usable gate)."""
+    if m.gate_state is None:
+        return set(m.row_counts)
+    moved = changes.compare(m.gate_state, end)
+    if moved.unknown and not moved.changes:  # replaced database or reset statistics: nothing is known
+        return set(m.row_counts)
+    return {change.table for change in moved.changes}
 
 
 def _not_as_backed_up(conn: ConnInfo, m: Manifest, tables: list[str]) -> dict[str, str]:

@@ -64,7 +64,7 @@ from typing import Self
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from cutover.embedded import free_port  # noqa: E402
+from pg_cutover.launcher.embedded import free_port  # noqa: E402
 
 APP_DIR = REPO / "examples" / "beer_backend_api"
 VENV_BIN = Path(sys.executable).parent
@@ -295,8 +295,9 @@ class CpuMeter:
 
 def listener_pid(url: str) -> int:
     """The pid of the process listening on the URL's port (0 when none is found)."""
-    import psutil
     from urllib.parse import urlsplit
+
+    import psutil
 
     port = urlsplit(url).port
     for c in psutil.net_connections(kind="tcp"):
@@ -369,7 +370,7 @@ class Run:
     window_from_check: float | None = None  # B: from the `writes-paused` check's start, when the flow has it
     phases: dict[str, float] = field(default_factory=dict)  # B: where the time outside subprocess steps goes
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per group (CpuMeter)
-    code: str = ""  # fingerprint of cutover/, flows/, tasks/ when the run started
+    code: str = ""  # fingerprint of pg_cutover/, flows/, tasks/ when the run started
     error: str | None = None
 
 
@@ -691,7 +692,7 @@ def code_fingerprint() -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    for path in sorted(p for d in ("cutover", "flows", "tasks") for p in (REPO / d).rglob("*.py")):
+    for path in sorted(p for d in ("pg_cutover", "flows", "tasks") for p in (REPO / d).rglob("*.py")):
         digest.update(str(path.relative_to(REPO)).encode())
         try:
             digest.update(path.read_bytes())
@@ -705,13 +706,13 @@ def code_state() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, cwd=REPO, capture_output=True, text=True,
                               timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "cutover", "flows", "tasks"], check=False, cwd=REPO,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "pg_cutover", "flows", "tasks"], check=False, cwd=REPO,
                                capture_output=True, text=True, timeout=10).stdout.splitlines()
     except (OSError, subprocess.SubprocessError):
         return "unknown (no git)"
     if not dirty:
         return f"commit {head}, clean"
-    return (f"commit {head} plus uncommitted changes in {len(dirty)} file(s) of cutover/, flows/, tasks/ "
+    return (f"commit {head} plus uncommitted changes in {len(dirty)} file(s) of pg_cutover/, flows/, tasks/ "
             "(the working tree as it was during the run)")
 
 
@@ -766,7 +767,7 @@ def report(size_mb: float, golden: dict, runs: list[Run], kinds: list[str], comm
       f"spreads its effect over A and B. {LOAD.summary()}\n")
     p(f"Command: `{command}`\n")
     codes = list(dict.fromkeys(r.code for r in runs if r.kind != "A"))
-    p(f"Code: {code_state()}; source fingerprint (SHA-256 of cutover/, flows/, tasks/ *.py) "
+    p(f"Code: {code_state()}; source fingerprint (SHA-256 of pg_cutover/, flows/, tasks/ *.py) "
       f"`{codes[0] if len(codes) == 1 else ', '.join(codes) or '-'}`\n")
     if len(codes) > 1:
         p("**The cutover code changed during this benchmark** (others were editing it): "
@@ -967,7 +968,7 @@ def main() -> int:
 
     import boto3
 
-    from cutover.embedded import example_api, s3_server
+    from pg_cutover.launcher.embedded import example_api, s3_server
 
     pg = Pg(os.environ.get("POSTGRES_HOST", "127.0.0.1"), int(os.environ.get("POSTGRES_PORT", "5432")),
             os.environ.get("POSTGRES_USER", "postgres"), os.environ.get("POSTGRES_PASSWORD") or None)

@@ -25,9 +25,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "examples" / "beer_backend_api")]
 
-from cutover import db  # noqa: E402
-from cutover.db import ConnInfo  # noqa: E402
-from cutover.embedded import EXAMPLE_APP_DIR, free_port  # noqa: E402
+from pg_cutover.launcher.embedded import EXAMPLE_APP_DIR, free_port  # noqa: E402
+from pg_cutover.pg import db  # noqa: E402
+from pg_cutover.pg.db import ConnInfo  # noqa: E402
 
 
 def start(stack: ExitStack, argv: list[str], env: dict, log: Path, cwd: Path = ROOT) -> subprocess.Popen:
@@ -64,7 +64,7 @@ def inventory(path: Path, conn: ConnInfo, names: list[str], limit: int, parallel
 
 def run_fleet(env: dict, path: Path) -> tuple[float, str]:
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "cutover.cli", "fleet", "--inventory", str(path), "--approved-by",
+    proc = subprocess.run([sys.executable, "-m", "pg_cutover.launcher.cli", "fleet", "--inventory", str(path), "--approved-by",
                            "bench", "--confirm-checklist"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=3600)
     seconds = time.monotonic() - t0

@@ -32,7 +32,7 @@ if kind == "plain":
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").upload_file(path, bucket, key)
     extra = ""
 else:
-    from cutover.storage import S3Store
+    from pg_cutover.storage.s3 import S3Store
     obj = S3Store(bucket=bucket, endpoint_url=endpoint).upload_file(Path(path), key, sha)
     extra = obj.verified_by
 seconds = time.monotonic() - started
@@ -61,8 +61,8 @@ def main() -> int:
 
     import boto3
 
-    from cutover.digest import sha256_file
-    from cutover.embedded import s3_server
+    from pg_cutover.digest import sha256_file
+    from pg_cutover.launcher.embedded import s3_server
 
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench-secret")

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import httpx
 
-from cutover import db
-from cutover.db import ConnInfo
-from cutover.embedded import EXAMPLE_APP_DIR, REPO_ROOT, example_api, s3_server, start_postgres
+from pg_cutover.launcher.embedded import EXAMPLE_APP_DIR, REPO_ROOT, example_api, s3_server, start_postgres
+from pg_cutover.pg import db
+from pg_cutover.pg.db import ConnInfo
 
 DEMO_DIR = REPO_ROOT / ".demo"
 PILOT = os.environ.get("POSTGRES_DB", "beer_pilot")
@@ -73,7 +73,7 @@ def main() -> int:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         }
         proc = subprocess.run(
-            [sys.executable, "-m", "cutover.cli", "run", "--approved-by", "demo operator", "--confirm-checklist"],
+            [sys.executable, "-m", "pg_cutover.launcher.cli", "run", "--approved-by", "demo operator", "--confirm-checklist"],
             env=run_env, timeout=3600, stdout=subprocess.PIPE, text=True,
         )
         print(proc.stdout, end="")

@@ -8,8 +8,8 @@ that says whether production was touched and where its backup is.
 from __future__ import annotations
 
 import uuid
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -18,25 +18,33 @@ from prefect.futures import wait
 from prefect.runtime import flow_run
 from prefect.states import Cancelled
 
-from cutover import changes, db, late_writes, steps
-from cutover.alembic_runner import MIGRATION_APPLICATION
-from cutover.alembic_session import AlembicSession
-from cutover.manifest import Manifest, RunRecorder
-from cutover.rollback import run_lock_name
-from cutover.errors import PreflightError, StepFailed
-from cutover.inventory import Target
-from cutover.lazy import pandas, preload
-from cutover.storage import S3Store
-from cutover.toolkit import Toolkit
-from cutover.window import Window, check_production, check_start
-from flows.heartbeats import heartbeats
-from tasks.backup import full_backup, schema_snapshot, verify_backup
-from tasks.checklist import (Checklist, approve, check_writes_paused, record_window, writes_sample,
-                             writes_still_paused)
-from tasks.cleanup import drop_scratch
-from tasks.evidence import Progress, evidence_drained
-from tasks.offsite import mirror, prune
-from tasks.parity import (
+from pg_cutover.checks import changes
+from pg_cutover.checks.window import Window, check_production, check_start
+from pg_cutover.errors import PreflightError, StepFailed
+from pg_cutover.launcher.heartbeats import heartbeats
+from pg_cutover.lazy import pandas, preload
+from pg_cutover.migrations.runner import MIGRATION_APPLICATION
+from pg_cutover.migrations.session import AlembicSession
+from pg_cutover.pg import db
+from pg_cutover.rollback import late_writes
+from pg_cutover.rollback.restore import run_lock_name
+from pg_cutover.runbook import steps
+from pg_cutover.runbook.checklist import Checklist
+from pg_cutover.runbook.inventory import Target
+from pg_cutover.runbook.manifest import Manifest, RunRecorder
+from pg_cutover.storage.s3 import S3Store
+from pg_cutover.tasks.backup import full_backup, schema_snapshot, verify_backup
+from pg_cutover.tasks.checklist import (
+    approve,
+    check_writes_paused,
+    record_window,
+    writes_sample,
+    writes_still_paused,
+)
+from pg_cutover.tasks.cleanup import drop_scratch
+from pg_cutover.tasks.evidence import Progress, evidence_drained
+from pg_cutover.tasks.offsite import mirror, prune
+from pg_cutover.tasks.parity import (
     baseline_parity,
     blocking_sessions,
     build_baseline,
@@ -47,13 +55,13 @@ from tasks.parity import (
     scratch_fingerprint,
     upgrade_sql,
 )
-from tasks.preflight import preflight
-from tasks.production import production_current, stamp_production, upgrade_production
-from tasks.report import publish_report
-from tasks.scratch import migrate_scratch, restore_scratch
-from tasks.targets import target_settings
-from tasks.validation import api_health, db_objects, service_status
-
+from pg_cutover.tasks.preflight import preflight
+from pg_cutover.tasks.production import production_current, stamp_production, upgrade_production
+from pg_cutover.tasks.report import publish_report
+from pg_cutover.tasks.scratch import migrate_scratch, restore_scratch
+from pg_cutover.tasks.targets import target_settings
+from pg_cutover.tasks.validation import api_health, db_objects, service_status
+from pg_cutover.toolkit import Toolkit
 
 ROLLBACK_DEPLOYMENT = "rollback/rollback"
 
@@ -93,8 +101,8 @@ def start_rollback(flow, flow_run, state) -> None:
             return
     except Exception as exc:  # the in-process rollback below is still worth a try
         logger.warning("Could not start the rollback deployment (%s); rolling back in this process.", exc)
-    from flows.prefect_api import unreachable
-    from flows.rollback import rollback, rollback_without_prefect
+    from pg_cutover.flows.prefect_api import unreachable
+    from pg_cutover.flows.rollback import rollback, rollback_without_prefect
 
     target = flow_run.parameters.get("target")
     reason = unreachable()
@@ -366,7 +374,7 @@ def _cutover_locked(log, settings, kit: Toolkit, window: Window, plan, pg, store
         with rec.step("production-current"):
             rec.update(revision_after=production_current(kit, plan, transcripts))
             # What production looks like as the cutover lets go of it: a later rollback refuses to
-            # restore over anything written after this (cutover.changes).
+            # restore over anything written after this (pg_cutover.checks.changes).
             _record_production_state(rec, kit, plan.database, late_writes.AFTER_UPGRADE)
 
         # 5. Post-migration validation

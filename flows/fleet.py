@@ -19,11 +19,12 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from cutover.fleet import FINAL, FleetBoard, FleetRow, render_fleet_report, utc
-from cutover.inventory import load_inventory
-from tasks.checklist import Checklist, approve
-from tasks.evidence import evidence_drained, publish_markdown
-from tasks.fleet import Halt, StartOrder, check_deployment, ensure_limits, run_target
+from pg_cutover.runbook.checklist import Checklist
+from pg_cutover.runbook.fleet import FINAL, FleetBoard, FleetRow, render_fleet_report, utc
+from pg_cutover.runbook.inventory import load_inventory
+from pg_cutover.tasks.checklist import approve
+from pg_cutover.tasks.evidence import evidence_drained, publish_markdown
+from pg_cutover.tasks.fleet import Halt, StartOrder, check_deployment, ensure_limits, run_target
 
 FLEET = "fleet"
 ROLLBACK_WAIT_SECONDS = 4 * 3600

@@ -2,7 +2,7 @@
 
 A rollback is the path that must work when everything else is failing; it runs as a
 Prefect flow only when the API answers its health check within seconds, and without
-Prefect (flows.rollback.rollback_without_prefect) otherwise.
+Prefect (pg_cutover.flows.rollback.rollback_without_prefect) otherwise.
 """
 
 from __future__ import annotations

@@ -17,19 +17,26 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from cutover import changes, db, late_writes
-from cutover.db import TOOL_APPLICATION
-from cutover.errors import ConfigError
-from cutover.manifest import RollbackRecord, RunRecorder, utcnow
-from cutover.rollback import (ManifestSource, RollbackFailed, RollbackRefused, is_flow_run_id, locate_manifest,
-                              run_lock_name, unique_name)
-from cutover.inventory import Target
-from cutover.storage import S3Store
-from cutover.toolkit import Toolkit
-from flows.heartbeats import heartbeats
-from tasks.evidence import OUTBOX, evidence_drained, publish_markdown
-from tasks.targets import flow_run_target, target_settings
-from tasks.rollback import (
+from pg_cutover.checks import changes
+from pg_cutover.errors import ConfigError
+from pg_cutover.launcher.heartbeats import heartbeats
+from pg_cutover.pg import db
+from pg_cutover.pg.db import TOOL_APPLICATION
+from pg_cutover.rollback import late_writes
+from pg_cutover.rollback.restore import (
+    ManifestSource,
+    RollbackFailed,
+    RollbackRefused,
+    is_flow_run_id,
+    locate_manifest,
+    run_lock_name,
+    unique_name,
+)
+from pg_cutover.runbook.inventory import Target
+from pg_cutover.runbook.manifest import RollbackRecord, RunRecorder, utcnow
+from pg_cutover.storage.s3 import S3Store
+from pg_cutover.tasks.evidence import OUTBOX, evidence_drained, publish_markdown
+from pg_cutover.tasks.rollback import (
     carry_database_properties,
     drop_failed_copy,
     drop_recreate,
@@ -41,6 +48,8 @@ from tasks.rollback import (
     swap,
     verify_restored,
 )
+from pg_cutover.tasks.targets import flow_run_target, target_settings
+from pg_cutover.toolkit import Toolkit
 
 LOCK_WAIT_SECONDS = 4 * 3600  # a second rollback waits for the first to finish, then finds the work done
 
@@ -80,7 +89,7 @@ def rollback_without_prefect(manifest: str, strategy: Literal["rename", "drop-re
     returned by name.
     """
     with OUTBOX.offline() as unposted:
-        summary = _roll_back(_Steps(logging.getLogger("pg-cutover.rollback"), None, direct=True), manifest,
+        summary = _roll_back(_Steps(logging.getLogger("pg-pg_cutover.rollback.restore"), None, direct=True), manifest,
                              strategy, automatic, target, discard_changes_since_cutover)
     return summary, unposted
 
@@ -237,7 +246,7 @@ def _roll_back(run: _Steps, manifest: str, strategy: str, automatic: bool, targe
 
 
 def _changes_since_cutover(rec: RunRecorder, kit: Toolkit, m, discard: bool) -> str | None:
-    """Rows written to production by others are never discarded silently (cutover.late_writes).
+    """Rows written to production by others are never discarded silently (pg_cutover.rollback.late_writes).
 
     None when the restore may go on (nothing of others' changed, or the operator chose to discard
     it); else the refusal: one sentence per table, and how to go on.

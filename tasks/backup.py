@@ -5,12 +5,12 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from cutover import backup as backups
-from cutover.manifest import BackupRecord
-from cutover.pgtools import PgClient
-from cutover.plan import Plan
-from cutover.report import human_size
-from tasks.evidence import code_block, publish_markdown, publish_table
+from pg_cutover.backup import dump as backups
+from pg_cutover.pg.tools import PgClient
+from pg_cutover.runbook.manifest import BackupRecord
+from pg_cutover.runbook.plan import Plan
+from pg_cutover.runbook.report import human_size
+from pg_cutover.tasks.evidence import code_block, publish_markdown, publish_table
 
 
 @task(name="backup-full", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)

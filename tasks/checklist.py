@@ -7,38 +7,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from cutover.errors import PreflightError, StepFailed
-from cutover.toolkit import Toolkit
-from cutover.window import WindowCheck
-from cutover.writes import CounterReading, SampleStart, begin_sample, changes_since, finish_sample
-from tasks.evidence import publish_markdown, publish_table
-
-ITEMS = {
-    "window_approved": "Maintenance window announced and approved",
-    "writes_paused": "Writes paused (admin/operator informed)",
-    "operator_and_reviewer_present": "Migration operator and reviewer both present",
-    "backup_storage_confirmed": "Backup storage path confirmed with enough free space",
-    "rollback_owner_assigned": "Rollback owner assigned",
-}
-
-
-class Checklist(BaseModel):
-    """The five boxes of runbook section 1; each must be ticked before production is touched."""
-
-    window_approved: bool = Field(False, description=ITEMS["window_approved"])
-    writes_paused: bool = Field(False, description=ITEMS["writes_paused"])
-    operator_and_reviewer_present: bool = Field(False, description=ITEMS["operator_and_reviewer_present"])
-    backup_storage_confirmed: bool = Field(False, description=ITEMS["backup_storage_confirmed"])
-    rollback_owner_assigned: bool = Field(False, description=ITEMS["rollback_owner_assigned"])
-
-    @classmethod
-    def all_confirmed(cls) -> "Checklist":
-        return cls(**{name: True for name in ITEMS})
-
-    def unchecked(self) -> list[str]:
-        return [name for name in ITEMS if not getattr(self, name)]
+from pg_cutover.checks.window import WindowCheck
+from pg_cutover.checks.writes import CounterReading, SampleStart, begin_sample, changes_since, finish_sample
+from pg_cutover.errors import PreflightError, StepFailed
+from pg_cutover.runbook.checklist import ITEMS, Checklist
+from pg_cutover.tasks.evidence import publish_markdown, publish_table
+from pg_cutover.toolkit import Toolkit
 
 
 class ApprovalForm(RunInput, Checklist):

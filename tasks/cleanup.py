@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from cutover.pgtools import PgClient
+from pg_cutover.pg.tools import PgClient
 
 
 @task(name="scratch-drop", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, timeout_seconds=600)

@@ -13,11 +13,16 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from prefect import get_run_logger
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.exceptions import MissingContextError
-from prefect.artifacts import (create_link_artifact, create_markdown_artifact, create_progress_artifact,
-                               create_table_artifact, update_progress_artifact)
 
-from cutover.errors import ConnectionFailed
+from pg_cutover.errors import ConnectionFailed
 
 FENCE = "```"
 

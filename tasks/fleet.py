@@ -30,11 +30,11 @@ from prefect.client.schemas.sorting import ArtifactSort
 from prefect.concurrency.sync import concurrency
 from prefect.deployments import run_deployment
 
-from cutover.errors import ConfigError
-from cutover.fleet import FLEET_LIMIT, FleetBoard, host_limit_name
-from cutover.inventory import Inventory, Target
-from tasks.evidence import artifact_key
-from tasks.report import OUTCOME
+from pg_cutover.errors import ConfigError
+from pg_cutover.runbook.fleet import FLEET_LIMIT, FleetBoard, host_limit_name
+from pg_cutover.runbook.inventory import Inventory, Target
+from pg_cutover.tasks.evidence import artifact_key
+from pg_cutover.tasks.report import OUTCOME
 
 ROLLBACK_FLOW = "rollback"
 TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")

@@ -5,13 +5,13 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from cutover.manifest import BackupRecord, OffsiteRecord
-from cutover.mirror import mirror_backup
-from cutover.plan import Plan
-from cutover.report import human_size
-from cutover.retention import apply_prune, plan_prune
-from cutover.storage import S3Store
-from tasks.evidence import artifact_key, publish_link, publish_table
+from pg_cutover.backup.mirror import mirror_backup
+from pg_cutover.backup.retention import apply_prune, plan_prune
+from pg_cutover.runbook.manifest import BackupRecord, OffsiteRecord
+from pg_cutover.runbook.plan import Plan
+from pg_cutover.runbook.report import human_size
+from pg_cutover.storage.s3 import S3Store
+from pg_cutover.tasks.evidence import artifact_key, publish_link, publish_table
 
 
 # No Prefect timeout: it runs in a worker thread, where Prefect cannot interrupt it; botocore's

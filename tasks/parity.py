@@ -14,14 +14,16 @@ from concurrent.futures import Future
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from cutover import baseline, early, equivalence, parity, safety
-from cutover.alembic_session import AlembicSession
-from cutover.baseline import Baseline
-from cutover.errors import StepFailed
-from cutover.pgtools import PgClient
-from cutover.plan import Plan, derived_name
-from cutover.toolkit import Toolkit
-from tasks.evidence import code_block, publish_markdown, publish_table
+from pg_cutover.checks import baseline, equivalence, parity
+from pg_cutover.checks.baseline import Baseline
+from pg_cutover.errors import StepFailed
+from pg_cutover.launcher import early
+from pg_cutover.migrations import safety
+from pg_cutover.migrations.session import AlembicSession
+from pg_cutover.pg.tools import PgClient
+from pg_cutover.runbook.plan import Plan, derived_name
+from pg_cutover.tasks.evidence import code_block, publish_markdown, publish_table
+from pg_cutover.toolkit import Toolkit
 
 # Tasks here that the cutover runs beside others (`.submit()`, a worker thread) have no Prefect
 # timeout: there it cannot interrupt a blocking call and only logs a warning in every run; their
@@ -34,7 +36,7 @@ MAX_SQL_CHARS = 60_000  # an artifact is for reading; the whole SQL is in the mi
 def build_baseline(kit: Toolkit, pg: PgClient, plan: Plan) -> Baseline:
     """The baseline from nothing: a new empty database upgraded to BASELINE_REV, fingerprinted, dropped.
 
-    `cutover run` may have built it already while it imported Prefect (cutover.early).
+    `cutover run` may have built it already while it imported Prefect (pg_cutover.launcher.early).
     """
     bootstrap = kit.settings.baseline_bootstrap_argv
     built = early.take_baseline(kit.alembic, plan.baseline_rev, bootstrap)

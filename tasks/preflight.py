@@ -7,14 +7,14 @@ from concurrent.futures import ThreadPoolExecutor
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from cutover.alembic_session import AlembicSession
-from cutover.errors import PreflightError
-from cutover.pgtools import PgClient
-from cutover.plan import Plan, make_plan
-from cutover.storage import S3Store, StorageError
-from cutover.toolkit import Toolkit
-from cutover.writes import first_reading, take_early_reading
-from tasks.evidence import retry_on_connection_error
+from pg_cutover.checks.writes import first_reading, take_early_reading
+from pg_cutover.errors import PreflightError
+from pg_cutover.migrations.session import AlembicSession
+from pg_cutover.pg.tools import PgClient
+from pg_cutover.runbook.plan import Plan, make_plan
+from pg_cutover.storage.s3 import S3Store, StorageError
+from pg_cutover.tasks.evidence import retry_on_connection_error
+from pg_cutover.toolkit import Toolkit
 
 
 @task(name="preflight", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3,
@@ -25,7 +25,7 @@ def preflight(kit: Toolkit, baseline_rev: str | None, target_rev: str | None,
 
     `alembic`: production's warm interpreter, which reads the revision graph."""
     settings = kit.settings
-    # The writes-paused sample starts here, so its wait overlaps preflight (see cutover.writes),
+    # The writes-paused sample starts here, so its wait overlaps preflight (see pg_cutover.checks.writes),
     # or earlier, when `cutover run` read the counters of this database before importing Prefect;
     # when the run stops the backend itself, only writes after that stop count.
     reading = None

@@ -2,7 +2,7 @@
 
 No retry policy here: a second `stamp` or `upgrade` after a partial failure is a
 decision for the rollback. The one exception is an attempt that lost a race for a
-lock and provably changed nothing (cutover.lock_retry).
+lock and provably changed nothing (pg_cutover.migrations.lock_retry).
 """
 
 from __future__ import annotations
@@ -10,16 +10,17 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from cutover import db, lock_retry
-from cutover.alembic_session import AlembicSession
-from cutover.errors import StepFailed
-from cutover.plan import Plan
-from cutover.toolkit import Toolkit
-from tasks.evidence import code_block, publish_markdown, publish_table
+from pg_cutover.errors import StepFailed
+from pg_cutover.migrations import lock_retry
+from pg_cutover.migrations.session import AlembicSession
+from pg_cutover.pg import db
+from pg_cutover.runbook.plan import Plan
+from pg_cutover.tasks.evidence import code_block, publish_markdown, publish_table
+from pg_cutover.toolkit import Toolkit
 
 
 def _attempts(kit: Toolkit, plan: Plan, what: str, command, attempts: list[dict], atomic: bool):
-    """`command` under cutover.lock_retry; every attempt appended to `attempts` and logged."""
+    """`command` under pg_cutover.migrations.lock_retry; every attempt appended to `attempts` and logged."""
     log = get_run_logger()
 
     def record(attempt: lock_retry.Attempt) -> None:

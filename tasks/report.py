@@ -7,10 +7,10 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from cutover.manifest import Manifest, write_private
-from cutover.report import REPORT_NAME, render_report
-from cutover.storage import S3Store
-from tasks.evidence import publish_markdown, publish_table
+from pg_cutover.runbook.manifest import Manifest, write_private
+from pg_cutover.runbook.report import REPORT_NAME, render_report
+from pg_cutover.storage.s3 import S3Store
+from pg_cutover.tasks.evidence import publish_markdown, publish_table
 
 OUTCOME = "outcome"
 

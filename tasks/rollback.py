@@ -12,17 +12,18 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from cutover import db, health
-from cutover.errors import StepFailed
-from cutover.manifest import Manifest, write_private
-from cutover.pgtools import PgClient
-from cutover.report import INCIDENT_NAME, render_incident
-from cutover.rollback import restore_in_place, restore_into, swap_in
-from cutover.storage import BackupUntrusted, S3Store, verified_dump
-from cutover.toolkit import Toolkit
-from cutover.dbprops import carry_properties
-from tasks.evidence import publish_markdown, run_logger
-from tasks.report import publish_outcome
+from pg_cutover.backend import health
+from pg_cutover.errors import StepFailed
+from pg_cutover.pg import db
+from pg_cutover.pg.dbprops import carry_properties
+from pg_cutover.pg.tools import PgClient
+from pg_cutover.rollback.restore import restore_in_place, restore_into, swap_in
+from pg_cutover.runbook.manifest import Manifest, write_private
+from pg_cutover.runbook.report import INCIDENT_NAME, render_incident
+from pg_cutover.storage.s3 import BackupUntrusted, S3Store, verified_dump
+from pg_cutover.tasks.evidence import publish_markdown, run_logger
+from pg_cutover.tasks.report import publish_outcome
+from pg_cutover.toolkit import Toolkit
 
 
 @task(name="rollback-stop-backend", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3, timeout_seconds=600)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from cutover import db
-from cutover.alembic_session import AlembicSession
-from cutover.errors import StepFailed
-from cutover.backup import StreamedRestore
-from cutover.plan import Plan
-from cutover.toolkit import Toolkit
-from tasks.evidence import code_block, publish_markdown
+from pg_cutover.backup.dump import StreamedRestore
+from pg_cutover.errors import StepFailed
+from pg_cutover.migrations.session import AlembicSession
+from pg_cutover.pg import db
+from pg_cutover.runbook.plan import Plan
+from pg_cutover.tasks.evidence import code_block, publish_markdown
+from pg_cutover.toolkit import Toolkit
 
 
 @task(name="scratch-restore", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 
-from cutover.errors import ConfigError
-from cutover.inventory import Target
-from cutover.settings import Settings, load_settings
+from pg_cutover.errors import ConfigError
+from pg_cutover.runbook.inventory import Target
+from pg_cutover.settings import Settings, load_settings
 
 
 def target_settings(target: Target | None) -> Settings:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from cutover import db, health
-from cutover.errors import StepFailed
-from cutover.pgtools import PgClient
-from cutover.plan import Plan
-from cutover.toolkit import Toolkit
-from tasks.evidence import code_block, publish_markdown, publish_table
+from pg_cutover.backend import health
+from pg_cutover.errors import StepFailed
+from pg_cutover.pg import db
+from pg_cutover.pg.tools import PgClient
+from pg_cutover.runbook.plan import Plan
+from pg_cutover.tasks.evidence import code_block, publish_markdown, publish_table
+from pg_cutover.toolkit import Toolkit
 
 # Tasks here that the cutover runs beside others (`.submit()`, a worker thread) have no Prefect
 # timeout: there it cannot interrupt a blocking call and only logs a warning in every run; their

@@ -23,9 +23,9 @@ os.environ["PREFECT_SERVER_LOGGING_LEVEL"] = "WARNING"
 
 import pytest  # noqa: E402
 
-from cutover import db  # noqa: E402
-from cutover.db import ConnInfo  # noqa: E402
-from cutover.embedded import EXAMPLE_APP_DIR, example_api, start_postgres  # noqa: E402
+from pg_cutover.launcher.embedded import EXAMPLE_APP_DIR, example_api, start_postgres  # noqa: E402
+from pg_cutover.pg import db  # noqa: E402
+from pg_cutover.pg.db import ConnInfo  # noqa: E402
 
 sys.path.insert(0, str(EXAMPLE_APP_DIR))
 BASELINE = "0001_baseline"
@@ -163,7 +163,7 @@ def broken_alembic_dir(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """moto's S3 server on a free loopback port for the whole session; boto3 reaches it over HTTP."""
-    from cutover.embedded import s3_server
+    from pg_cutover.launcher.embedded import s3_server
 
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing-key-id")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", S3_SECRET)
@@ -202,7 +202,7 @@ def managed_api(cutover_env, pilot, tmp_path):
     """The example API run as a service that the cutover and rollback stop and start themselves."""
     import subprocess
 
-    from cutover.embedded import free_port
+    from pg_cutover.launcher.embedded import free_port
 
     port = free_port()
     base = f"{sys.executable} {SERVICECTL} {{}} --pidfile {tmp_path / 'api.pid'} --port {port}"
@@ -272,7 +272,7 @@ def prefect_server(tmp_path):
     import signal
     import subprocess
 
-    from cutover.embedded import free_port
+    from pg_cutover.launcher.embedded import free_port
 
     port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -307,7 +307,7 @@ def deployed_worker(env: dict[str, str], workdir: Path, workers: int = 1):
     import signal
     import subprocess
 
-    from cutover.embedded import REPO_ROOT
+    from pg_cutover.launcher.embedded import REPO_ROOT
 
     deploy = subprocess.run([sys.executable, "deployments/deploy.py"], cwd=REPO_ROOT, env=env, capture_output=True,
                             text=True, timeout=300)

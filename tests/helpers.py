@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from uuid import UUID
 
-from cutover import db
-from cutover.db import ConnInfo
+from pg_cutover.pg import db
+from pg_cutover.pg.db import ConnInfo
 
 
 def artifacts_of(flow_run_id: UUID) -> dict[str, object]:
@@ -79,7 +79,7 @@ def drop_database(conn: ConnInfo, name: str) -> None:
 
 def run_lock_held(conn: ConnInfo, database: str) -> bool:
     """Whether some session holds the cutover lock of database (as a live cutover does), read from pg_locks."""
-    from cutover.rollback import run_lock_name
+    from pg_cutover.rollback.restore import run_lock_name
 
     key = db._lock_key(run_lock_name(database))
     with db.connect(conn, "postgres") as c, c.cursor() as cur:

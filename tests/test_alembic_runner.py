@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from cutover import db
-from cutover.alembic_runner import AlembicRunner
-from cutover.alembic_session import AlembicSession
-from cutover.embedded import EXAMPLE_APP_DIR
-from cutover.errors import CommandFailed
-from cutover.process import Runner
-from cutover.writes import first_reading, sample_writes
+from pg_cutover.checks.writes import first_reading, sample_writes
+from pg_cutover.errors import CommandFailed
+from pg_cutover.launcher.embedded import EXAMPLE_APP_DIR
+from pg_cutover.migrations.runner import AlembicRunner
+from pg_cutover.migrations.session import AlembicSession
+from pg_cutover.pg import db
+from pg_cutover.process import Runner
 from tests.conftest import BASELINE, HEAD
 from tests.helpers import data_fingerprint
 
@@ -71,8 +71,7 @@ def test_a_warm_session_runs_each_command_when_sent_with_its_own_transcript(conn
 def test_production_s_session_reads_the_graph_renders_offline_sql_then_migrates(conn, pilot):
     """What the cutover sends production's one interpreter, in its order; nothing touches the
     database before the stamp."""
-    from cutover import safety
-
+    from pg_cutover.migrations import safety
     before = data_fingerprint(conn, pilot)
     with AlembicSession(runner(conn), pilot) as session:
         pid = session.proc.pid

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from cutover import db
-from cutover.backup import StreamedRestore, stream_backup
-from cutover.digest import sha256_file
-from cutover.errors import ConfigError, PreflightError, StepFailed
-from cutover.pgtools import PgClient, compression_args, locate_bin_dir
-from cutover.process import Runner
-from cutover.settings import load_settings
+from pg_cutover.backup.dump import StreamedRestore, stream_backup
+from pg_cutover.digest import sha256_file
+from pg_cutover.errors import ConfigError, PreflightError, StepFailed
+from pg_cutover.pg import db
+from pg_cutover.pg.tools import PgClient, compression_args, locate_bin_dir
+from pg_cutover.process import Runner
+from pg_cutover.settings import load_settings
 from tests.helpers import data_fingerprint
 
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from cutover import db
-from cutover.errors import ConfigError, CutoverError, PreflightError
-from cutover.pgtools import locate_bin_dir
-from cutover.process import Runner
-from cutover.settings import load_settings
-from flows.cutover import cutover
-from tasks.checklist import Checklist
+from pg_cutover.errors import ConfigError, CutoverError, PreflightError
+from pg_cutover.flows.cutover import cutover
+from pg_cutover.pg import db
+from pg_cutover.pg.tools import locate_bin_dir
+from pg_cutover.process import Runner
+from pg_cutover.runbook.checklist import Checklist
+from pg_cutover.settings import load_settings
 from tests.helpers import artifacts_of, data_fingerprint, databases_like
 
 APPROVED = dict(approved_by="alice", checklist=Checklist.all_confirmed())
@@ -142,7 +142,7 @@ def test_checklist_not_ticked_changes_nothing(prefect_api, conn, pilot, cutover_
 
 
 def test_cli_refuses_to_run_without_approval(cutover_env):
-    proc = subprocess.run([sys.executable, "-m", "cutover.cli", "run"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "pg_cutover.launcher.cli", "run"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("cutover: cutover run needs --approved-by NAME and --confirm-checklist")
 
@@ -150,7 +150,7 @@ def test_cli_refuses_to_run_without_approval(cutover_env):
 def test_cli_reports_one_line_and_exit_status(cutover_env):
     cutover_env.setenv("POSTGRES_DB", "bad name")
     proc = subprocess.run(
-        [sys.executable, "-m", "cutover.cli", "run", "--approved-by", "alice", "--confirm-checklist"],
+        [sys.executable, "-m", "pg_cutover.launcher.cli", "run", "--approved-by", "alice", "--confirm-checklist"],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 1

@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from cutover import baseline, db
-from cutover.alembic_runner import AlembicRunner
-from cutover.errors import ConfigError, PreflightError
-from cutover.manifest import load_manifest
-from cutover.process import Runner
-from cutover.settings import load_settings
-from flows.cutover import cutover
-from tasks.checklist import Checklist
+from pg_cutover.checks import baseline
+from pg_cutover.errors import ConfigError, PreflightError
+from pg_cutover.flows.cutover import cutover
+from pg_cutover.migrations.runner import AlembicRunner
+from pg_cutover.pg import db
+from pg_cutover.process import Runner
+from pg_cutover.runbook.checklist import Checklist
+from pg_cutover.runbook.manifest import load_manifest
+from pg_cutover.settings import load_settings
 from tests.apps import LATE_BASELINE, LATE_BOOTSTRAP, LATE_DIR, LATE_HEAD, build_late_pilot
 from tests.conftest import operator_env
 from tests.helpers import artifacts_of, data_fingerprint, databases_like

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from cutover import db
-from cutover.tempserver import LOG_NAME
-from cutover.writes import FLUSH_BEAT, remember_early_reading, sample_writes, take_early_reading
+from pg_cutover.checks.writes import FLUSH_BEAT, remember_early_reading, sample_writes, take_early_reading
+from pg_cutover.launcher.tempserver import LOG_NAME
+from pg_cutover.pg import db
 from tests.helpers import databases_like
 
 
@@ -81,10 +81,11 @@ def _processes_with(prefect_home: Path) -> list[str]:
 
 
 def test_the_early_baseline_is_taken_only_for_the_same_inputs_and_only_when_it_was_built(conn):
-    from cutover import baseline, early
-    from cutover.embedded import EXAMPLE_APP_DIR
-    from cutover.settings import load_settings
-    from cutover.toolkit import Toolkit
+    from pg_cutover.checks import baseline
+    from pg_cutover.launcher import early
+    from pg_cutover.launcher.embedded import EXAMPLE_APP_DIR
+    from pg_cutover.settings import load_settings
+    from pg_cutover.toolkit import Toolkit
     from tests.conftest import BASELINE
 
     database = f"early_{uuid.uuid4().hex[:8]}"
@@ -114,7 +115,7 @@ def test_cli_starts_and_stops_its_own_temporary_server(cutover_env, conn, pilot,
            if name not in ("PREFECT_API_URL", "PREFECT_SERVER_ANALYTICS_ENABLED")}
     env.update(PREFECT_HOME=str(prefect_home), PREFECT_LOGGING_LEVEL="INFO")
 
-    proc = subprocess.run([sys.executable, "-m", "cutover.cli", "run", "--dry-run"], env=env, cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "pg_cutover.launcher.cli", "run", "--dry-run"], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
 
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -179,7 +180,7 @@ PREFECT_API_URL = "http://127.0.0.1:4200/api"
 )
 def test_an_api_configured_anywhere_prefect_looks_is_never_overridden(monkeypatch, tmp_path, env, active, cwd_file,
                                                                        expected):
-    from cutover.tempserver import api_configured
+    from pg_cutover.launcher.tempserver import api_configured
 
     for name in ("PREFECT_API_URL", "PREFECT_PROFILE", "PREFECT_PROFILES_PATH"):
         monkeypatch.delenv(name, raising=False)

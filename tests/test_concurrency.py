@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from cutover import db
-from cutover.rollback import RollbackFailed, run_lock_name
-from flows.cutover import cutover
-from flows.rollback import rollback
-from tasks.checklist import Checklist
+from pg_cutover.flows.cutover import cutover
+from pg_cutover.flows.rollback import rollback
+from pg_cutover.pg import db
+from pg_cutover.rollback.restore import RollbackFailed, run_lock_name
+from pg_cutover.runbook.checklist import Checklist
 from tests.conftest import HEAD
 from tests.helpers import data_fingerprint, heartbeat_events, run_lock_held
 
@@ -28,7 +28,7 @@ def test_a_cutover_started_while_another_runs_is_refused(prefect_api, conn, pilo
     # creations with 503s and up to 13 s of back-off, and that one arrived after the other finished.)
     # The write sample keeps the first holding the lock for 13 s from its start.
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "CUTOVER_WRITE_SAMPLE_SECONDS": "12"}
-    argv = [sys.executable, "-m", "cutover.cli", "run", "--approved-by", "alice", "--confirm-checklist"]
+    argv = [sys.executable, "-m", "pg_cutover.launcher.cli", "run", "--approved-by", "alice", "--confirm-checklist"]
     first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not run_lock_held(conn, pilot):

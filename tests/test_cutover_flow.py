@@ -8,13 +8,12 @@ import os
 import stat
 from pathlib import Path
 
-
-from cutover import db
-from cutover.digest import sha256_file
-from cutover.embedded import EXAMPLE_APP_DIR
-from cutover.manifest import load_manifest
-from flows.cutover import cutover
-from tasks.checklist import Checklist
+from pg_cutover.digest import sha256_file
+from pg_cutover.flows.cutover import cutover
+from pg_cutover.launcher.embedded import EXAMPLE_APP_DIR
+from pg_cutover.pg import db
+from pg_cutover.runbook.checklist import Checklist
+from pg_cutover.runbook.manifest import load_manifest
 from tests.conftest import BASELINE, HEAD
 from tests.helpers import artifacts_of, data_fingerprint, databases_like
 
@@ -138,8 +137,8 @@ def cutover_env_backup_dir() -> str:
 
 
 def test_rerun_at_head_changes_nothing(prefect_api, conn, pilot, cutover_env):
-    from cutover.alembic_runner import AlembicRunner
-    from cutover.process import Runner
+    from pg_cutover.migrations.runner import AlembicRunner
+    from pg_cutover.process import Runner
 
     alembic = AlembicRunner(["alembic"], EXAMPLE_APP_DIR, conn, Runner())
     alembic.stamp(pilot, BASELINE)

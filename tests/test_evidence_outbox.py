@@ -15,7 +15,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.runtime import flow_run, task_run
 
-from tasks.evidence import OUTBOX, drain_evidence, evidence_drained, publish_markdown, publish_table
+from pg_cutover.tasks.evidence import OUTBOX, drain_evidence, evidence_drained, publish_markdown, publish_table
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -93,7 +93,7 @@ def test_a_post_that_keeps_failing_is_named_and_does_not_fail_the_run(caplog):
 
 def test_a_post_the_api_never_answers_does_not_keep_the_process_alive():
     # The drain gives up (and says so); the process then exits instead of waiting on that post forever.
-    script = ("import threading\nfrom tasks.evidence import OUTBOX\n"
+    script = ("import threading\nfrom pg_cutover.tasks.evidence import OUTBOX\n"
               "OUTBOX.post('stuck', threading.Event().wait)\nprint(OUTBOX.drain(timeout=1))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parents[1])

@@ -42,9 +42,9 @@ pytestmark = pytest.mark.usefixtures("pg_target")
 
 
 def _pg_dump() -> str:
-    from cutover.db import ConnInfo, probe
-    from cutover.pgtools import locate_bin_dir
-    from cutover.process import Runner
+    from pg_cutover.pg.db import ConnInfo, probe
+    from pg_cutover.pg.tools import locate_bin_dir
+    from pg_cutover.process import Runner
 
     url = database_url(seed.MAINTENANCE_DB)
     conn = ConnInfo(url.query.get("host") or url.host, url.port or 5432, url.username, url.password)

@@ -28,13 +28,13 @@ import boto3
 import httpx
 import pytest
 
-from cutover import db
-from cutover.manifest import Manifest, load_manifest
-from cutover.pgtools import TOOLS, locate_bin_dir
-from cutover.process import Runner
-from flows.cutover import cutover
-from flows.rollback import rollback
-from tasks.checklist import Checklist
+from pg_cutover.flows.cutover import cutover
+from pg_cutover.flows.rollback import rollback
+from pg_cutover.pg import db
+from pg_cutover.pg.tools import TOOLS, locate_bin_dir
+from pg_cutover.process import Runner
+from pg_cutover.runbook.checklist import Checklist
+from pg_cutover.runbook.manifest import Manifest, load_manifest
 from tests.helpers import artifacts_with_key, data_fingerprint, databases_like, rollback_runs_of
 
 APPROVED = dict(approved_by="alice (fault matrix)", checklist=Checklist.all_confirmed())

@@ -11,9 +11,9 @@ from datetime import datetime
 import httpx
 import pytest
 
-from cutover import db
-from cutover.embedded import EXAMPLE_APP_DIR, REPO_ROOT
-from cutover.fleet import max_overlap
+from pg_cutover.launcher.embedded import EXAMPLE_APP_DIR, REPO_ROOT
+from pg_cutover.pg import db
+from pg_cutover.runbook.fleet import max_overlap
 from tests.conftest import BASELINE, HEAD, deployed_worker
 from tests.helpers import data_fingerprint, databases_like
 
@@ -72,7 +72,7 @@ def test_five_databases_two_workers_limit_two_per_host(conn, pilot_factory, half
 
     def cli(path):
         return subprocess.run(
-            [sys.executable, "-m", "cutover.cli", "fleet", "--inventory", str(path), "--approved-by", "night shift",
+            [sys.executable, "-m", "pg_cutover.launcher.cli", "fleet", "--inventory", str(path), "--approved-by", "night shift",
              "--confirm-checklist", "--ticket", "CHG-42"],
             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
 

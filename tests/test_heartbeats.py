@@ -6,7 +6,7 @@ import pytest
 from prefect import flow
 from prefect.runtime import flow_run
 
-from flows.heartbeats import engine_heartbeats_replaced, heartbeats
+from pg_cutover.launcher.heartbeats import engine_heartbeats_replaced, heartbeats
 from tests.helpers import heartbeat_events
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

@@ -12,15 +12,17 @@ from contextlib import contextmanager
 
 import psycopg2.extensions
 import pytest
-from hypothesis import HealthCheck, example, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, example, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from cutover import db
-from cutover.embedded import REPO_ROOT
-from cutover.errors import ConfigError, CutoverError
-from cutover.plan import derived_name
-from cutover.settings import IDENTIFIER_RE, REVISION_RE, load_settings
-from flows.cutover import cutover
-from tasks.checklist import Checklist
+from pg_cutover.errors import ConfigError, CutoverError
+from pg_cutover.flows.cutover import cutover
+from pg_cutover.launcher.embedded import REPO_ROOT
+from pg_cutover.pg import db
+from pg_cutover.runbook.checklist import Checklist
+from pg_cutover.runbook.plan import derived_name
+from pg_cutover.settings import IDENTIFIER_RE, REVISION_RE, load_settings
 from tests.conftest import BASELINE, HEAD
 from tests.helpers import data_fingerprint, databases_like
 
@@ -129,9 +131,7 @@ def _only_constants(expr: ast.AST) -> bool:
 def test_no_sql_is_built_by_string_formatting():
     """Names reach SQL only through psycopg2.sql.Identifier or as bound parameters."""
     offenders = []
-    for path in sorted((REPO_ROOT).glob("*/*.py")):
-        if path.parts[-2] not in ("cutover", "tasks", "flows"):
-            continue
+    for path in sorted(p for top in ("pg_cutover", "tasks", "flows") for p in (REPO_ROOT / top).rglob("*.py")):
         for call in _execute_calls(ast.parse(path.read_text())):
             query = call.args[0]
             formatted = (isinstance(query, ast.JoinedStr) and not all(
@@ -145,7 +145,7 @@ def test_no_sql_is_built_by_string_formatting():
     # The rule itself: a value in an f-string is caught, a constant fragment is not.
     assert not _only_constants(ast.parse('f"DROP DATABASE {name}"').body[0].value.values[1].value)
     assert _only_constants(ast.parse('f"WHERE {_USER_NS}"').body[0].value.values[1].value)
-    assert len(list(_execute_calls(ast.parse((REPO_ROOT / "cutover" / "db.py").read_text())))) > 5  # the scan sees calls
+    assert len(list(_execute_calls(ast.parse((REPO_ROOT / "pg_cutover" / "pg" / "db.py").read_text())))) > 5  # the scan sees calls
 
 
 @pytest.mark.parametrize(("env", "setting", "phrase"), [

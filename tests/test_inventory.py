@@ -7,11 +7,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from cutover.cli import main
-from cutover.errors import ConfigError
-from cutover.fleet import max_overlap
-from cutover.inventory import load_inventory
-from tasks.targets import target_settings
+from pg_cutover.errors import ConfigError
+from pg_cutover.launcher.cli import main
+from pg_cutover.runbook.fleet import max_overlap
+from pg_cutover.runbook.inventory import load_inventory
+from pg_cutover.tasks.targets import target_settings
 
 GOOD = """
 [fleet]
@@ -117,7 +117,7 @@ def test_max_overlap():
 
 
 def test_the_example_inventory_is_valid():
-    from cutover.embedded import REPO_ROOT
+    from pg_cutover.launcher.embedded import REPO_ROOT
 
     inv = load_inventory(REPO_ROOT / "examples" / "cutover.toml")
     assert [t.name for t in inv.targets] == ["tenant-canary", "tenant-a", "tenant-b"]

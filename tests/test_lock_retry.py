@@ -18,11 +18,11 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from cutover import db
-from cutover.embedded import EXAMPLE_APP_DIR
-from cutover.manifest import load_manifest
-from flows.cutover import cutover
-from tasks.checklist import Checklist
+from pg_cutover.flows.cutover import cutover
+from pg_cutover.launcher.embedded import EXAMPLE_APP_DIR
+from pg_cutover.pg import db
+from pg_cutover.runbook.checklist import Checklist
+from pg_cutover.runbook.manifest import load_manifest
 from tests.conftest import HEAD, wait_for
 from tests.helpers import artifacts_of, data_fingerprint
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import boto3
 
-from cutover import db
-from cutover.manifest import Manifest, load_manifest
-from flows.cutover import cutover
-from tasks.checklist import Checklist
+from pg_cutover.flows.cutover import cutover
+from pg_cutover.pg import db
+from pg_cutover.runbook.checklist import Checklist
+from pg_cutover.runbook.manifest import Manifest, load_manifest
 from tests.conftest import HEAD, S3_SECRET
 from tests.helpers import artifacts_of, data_fingerprint, databases_like
 
@@ -91,7 +91,7 @@ def test_offsite_optional_when_not_required(prefect_api, conn, pilot, offsite_en
 
 
 def test_retention_runs_after_a_successful_cutover(prefect_api, conn, pilot, offsite_env, s3_endpoint, bucket):
-    from cutover.storage import S3Store
+    from pg_cutover.storage.s3 import S3Store
 
     store = S3Store(bucket=bucket, endpoint_url=s3_endpoint)
     for ts in ("20200101_000000", "20200102_000000"):

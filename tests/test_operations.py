@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cutover import db
-from cutover.embedded import EXAMPLE_APP_DIR
-from cutover.manifest import load_manifest
+from pg_cutover.launcher.embedded import EXAMPLE_APP_DIR
+from pg_cutover.pg import db
+from pg_cutover.runbook.manifest import load_manifest
 from tests.conftest import BASELINE, HEAD, deployed_worker, wait_for
 from tests.helpers import data_fingerprint
 

@@ -12,12 +12,14 @@ import uuid
 import psycopg2
 import pytest
 
-from cutover import baseline, db, parity, safety
-from cutover.alembic_runner import AlembicRunner
-from cutover.embedded import EXAMPLE_APP_DIR
-from cutover.errors import CommandFailed, ConfigError, PreflightError
-from cutover.pgtools import PgClient, locate_bin_dir
-from cutover.process import Runner
+from pg_cutover.checks import baseline, parity
+from pg_cutover.errors import CommandFailed, ConfigError, PreflightError
+from pg_cutover.launcher.embedded import EXAMPLE_APP_DIR
+from pg_cutover.migrations import safety
+from pg_cutover.migrations.runner import AlembicRunner
+from pg_cutover.pg import db
+from pg_cutover.pg.tools import PgClient, locate_bin_dir
+from pg_cutover.process import Runner
 from tests.conftest import BASELINE, HEAD, wait_for
 from tests.helpers import clone_database, databases_like, drop_database, execute
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from cutover import db
-from cutover.manifest import load_manifest
-from flows.cutover import cutover
-from tasks.checklist import Checklist
+from pg_cutover.flows.cutover import cutover
+from pg_cutover.pg import db
+from pg_cutover.runbook.checklist import Checklist
+from pg_cutover.runbook.manifest import load_manifest
 from tests.conftest import HEAD
 from tests.helpers import artifacts_of, data_fingerprint
 

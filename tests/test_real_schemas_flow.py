@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from cutover import db
-from cutover.manifest import load_manifest
-from cutover.pgtools import PgClient, locate_bin_dir
-from cutover.process import Runner
-from flows.cutover import cutover
-from tasks.checklist import Checklist
+from pg_cutover.flows.cutover import cutover
+from pg_cutover.pg import db
+from pg_cutover.pg.tools import PgClient, locate_bin_dir
+from pg_cutover.process import Runner
+from pg_cutover.runbook.checklist import Checklist
+from pg_cutover.runbook.manifest import load_manifest
 from tests.apps import LEDGER_BASELINE, LEDGER_DIR, LEDGER_HEAD, build_ledger_pilot
 from tests.conftest import operator_env
 from tests.helpers import artifacts_of, data_fingerprint, execute

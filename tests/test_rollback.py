@@ -11,10 +11,10 @@ from pathlib import Path
 
 import httpx
 
-from cutover import db
-from cutover.manifest import load_manifest
-from flows.cutover import cutover
-from tasks.checklist import Checklist
+from pg_cutover.flows.cutover import cutover
+from pg_cutover.pg import db
+from pg_cutover.runbook.checklist import Checklist
+from pg_cutover.runbook.manifest import load_manifest
 from tests.conftest import HEAD
 from tests.helpers import artifacts_with_key, data_fingerprint, databases_like
 
@@ -124,7 +124,7 @@ def test_two_rollbacks_for_one_cutover_restore_once(prefect_api, conn, pilot, cu
 
     # As the in-process hook and the server-side trigger would: two processes, same cutover, same moment.
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
-    procs = [subprocess.Popen([sys.executable, "-m", "cutover.cli", "rollback", "--manifest", run_id],
+    procs = [subprocess.Popen([sys.executable, "-m", "pg_cutover.launcher.cli", "rollback", "--manifest", run_id],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
@@ -142,7 +142,7 @@ def test_two_rollbacks_for_one_cutover_restore_once(prefect_api, conn, pilot, cu
 def test_rollback_keeps_database_settings_grants_owner_and_comment(prefect_api, conn, pilot, cutover_env,
                                                                    halfway_alembic_dir):
     """The dump holds the contents only; the restored production must behave as before too."""
-    from cutover.dbprops import read_properties, split_list
+    from pg_cutover.pg.dbprops import read_properties, split_list
     from tests.helpers import execute
 
     cutover_env.setenv("CUTOVER_ALEMBIC_DIR", str(halfway_alembic_dir))

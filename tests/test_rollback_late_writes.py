@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from cutover import db
-from cutover.cli import main as cli_main
-from cutover.errors import ConfigError
-from cutover.manifest import load_manifest
-from flows.cutover import cutover
-from flows.rollback import rollback
-from tasks.checklist import Checklist
+from pg_cutover.errors import ConfigError
+from pg_cutover.flows.cutover import cutover
+from pg_cutover.flows.rollback import rollback
+from pg_cutover.launcher.cli import main as cli_main
+from pg_cutover.pg import db
+from pg_cutover.runbook.checklist import Checklist
+from pg_cutover.runbook.manifest import load_manifest
 from tests.conftest import HEAD
 from tests.helpers import data_fingerprint, execute, rollback_runs_of
 

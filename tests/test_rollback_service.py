@@ -14,13 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cutover import db
-from cutover.errors import ConfigError
-from cutover.manifest import load_manifest
-from cutover.settings import load_settings
-from cutover.toolkit import Toolkit
-from flows.cutover import cutover
-from tasks.checklist import Checklist
+from pg_cutover.errors import ConfigError
+from pg_cutover.flows.cutover import cutover
+from pg_cutover.pg import db
+from pg_cutover.runbook.checklist import Checklist
+from pg_cutover.runbook.manifest import load_manifest
+from pg_cutover.settings import load_settings
+from pg_cutover.toolkit import Toolkit
 from tests.conftest import _ENV_NAMES
 from tests.helpers import data_fingerprint
 

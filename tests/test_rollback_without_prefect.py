@@ -9,11 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cutover import db
-from cutover.embedded import free_port
-from cutover.manifest import load_manifest
-from flows.cutover import cutover
-from tasks.checklist import Checklist
+from pg_cutover.flows.cutover import cutover
+from pg_cutover.launcher.embedded import free_port
+from pg_cutover.pg import db
+from pg_cutover.runbook.checklist import Checklist
+from pg_cutover.runbook.manifest import load_manifest
 from tests.helpers import data_fingerprint
 
 
@@ -42,7 +42,7 @@ def test_cutover_rollback_restores_with_the_prefect_api_down(prefect_api, conn, 
                                                             tmp_path):
     state, run_dir, before = left_touched(conn, pilot, cutover_env, halfway_alembic_dir)
 
-    proc = subprocess.run([sys.executable, "-m", "cutover.cli", "rollback", "--manifest", str(run_dir)],
+    proc = subprocess.run([sys.executable, "-m", "pg_cutover.launcher.cli", "rollback", "--manifest", str(run_dir)],
                           env=api_down(tmp_path), capture_output=True, text=True, timeout=300)
 
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -61,7 +61,7 @@ import sys
 from uuid import UUID, uuid4
 from prefect.client.schemas.objects import FlowRun
 from prefect.states import Failed
-from flows.cutover import cutover, start_rollback
+from pg_cutover.flows.cutover import cutover, start_rollback
 run = FlowRun(id=UUID(sys.argv[1]), flow_id=uuid4(), name="failed-cutover", parameters={})
 start_rollback(cutover, run, Failed(message="production-upgrade failed"))
 """

@@ -13,10 +13,11 @@ import uuid
 
 import pytest
 
-from cutover import baseline, db, equivalence, parity
-from cutover.alembic_runner import AlembicRunner
-from cutover.pgtools import PgClient, locate_bin_dir
-from cutover.process import Runner
+from pg_cutover.checks import baseline, equivalence, parity
+from pg_cutover.migrations.runner import AlembicRunner
+from pg_cutover.pg import db
+from pg_cutover.pg.tools import PgClient, locate_bin_dir
+from pg_cutover.process import Runner
 from tests.apps import LEDGER_BASELINE, LEDGER_DIR, build_ledger_pilot
 from tests.helpers import clone_database, databases_like, execute
 

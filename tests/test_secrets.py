@@ -18,10 +18,10 @@ from pathlib import Path
 
 import psutil
 
-from cutover import db
-from cutover.manifest import load_manifest
-from flows.cutover import cutover
-from tasks.checklist import Checklist
+from pg_cutover.flows.cutover import cutover
+from pg_cutover.pg import db
+from pg_cutover.runbook.checklist import Checklist
+from pg_cutover.runbook.manifest import load_manifest
 from tests.conftest import S3_SECRET
 from tests.helpers import artifacts_of, artifacts_with_key, data_fingerprint
 
@@ -126,12 +126,12 @@ def offsite_env_backup_dir() -> str:
 
 def test_no_object_the_flow_holds_shows_a_secret_in_its_repr(tmp_path, monkeypatch, s3_endpoint):
     """A repr lands in tracebacks, Prefect's task-input logs and debuggers: it must never print a password."""
-    from cutover.alembic_session import AlembicSession
-    from cutover.embedded import EXAMPLE_APP_DIR, PostgresTarget
-    from cutover.manifest import Manifest, RunRecorder
-    from cutover.settings import load_settings
-    from cutover.storage import S3Store
-    from cutover.toolkit import Toolkit
+    from pg_cutover.launcher.embedded import EXAMPLE_APP_DIR, PostgresTarget
+    from pg_cutover.migrations.session import AlembicSession
+    from pg_cutover.runbook.manifest import Manifest, RunRecorder
+    from pg_cutover.settings import load_settings
+    from pg_cutover.storage.s3 import S3Store
+    from pg_cutover.toolkit import Toolkit
 
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET)
     settings = load_settings(POSTGRES_DB="pilot", POSTGRES_PASSWORD=PASSWORD, CUTOVER_ALEMBIC_DIR=str(EXAMPLE_APP_DIR),

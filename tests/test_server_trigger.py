@@ -16,11 +16,10 @@ import httpx
 import psutil
 import pytest
 
-from cutover import db
-from cutover.embedded import EXAMPLE_APP_DIR
-from cutover.manifest import load_manifest
-from tests.conftest import BASELINE
-from tests.conftest import deployed_worker, wait_for
+from pg_cutover.launcher.embedded import EXAMPLE_APP_DIR
+from pg_cutover.pg import db
+from pg_cutover.runbook.manifest import load_manifest
+from tests.conftest import BASELINE, deployed_worker, wait_for
 from tests.helpers import data_fingerprint, databases_like
 
 pytestmark = pytest.mark.slow

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from cutover.errors import ConfigError
-from cutover.settings import load_settings
-from cutover.toolkit import Toolkit
+from pg_cutover.errors import ConfigError
+from pg_cutover.settings import load_settings
+from pg_cutover.toolkit import Toolkit
 
 
 def test_compose_controller_builds_the_exact_docker_commands(cutover_env):

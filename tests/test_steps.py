@@ -1,4 +1,4 @@
-"""The one step table (cutover.steps): the plan a run shows is the steps it records, and every step
+"""The one step table (pg_cutover.runbook.steps): the plan a run shows is the steps it records, and every step
 the flow records is in the table."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cutover import steps
-from cutover.manifest import Manifest, RunRecorder, StepRecord
+from pg_cutover.runbook import steps
+from pg_cutover.runbook.manifest import Manifest, RunRecorder, StepRecord
 
 FLOW = Path(__file__).resolve().parents[1] / "flows" / "cutover.py"
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import boto3
 import pytest
 
-from cutover.digest import sha256_file
-from cutover.manifest import BackupRecord, Manifest, OffsiteRecord
-from cutover.retention import apply_prune, plan_prune
-from cutover.storage import MiB, S3Store, StorageError, verified_dump
+from pg_cutover.backup.retention import apply_prune, plan_prune
+from pg_cutover.digest import sha256_file
+from pg_cutover.runbook.manifest import BackupRecord, Manifest, OffsiteRecord
+from pg_cutover.storage.s3 import MiB, S3Store, StorageError, verified_dump
 
 
 def store_for(endpoint: str, bucket: str, **kw) -> S3Store:
@@ -67,7 +67,7 @@ def test_a_corrupted_object_is_refused_for_restore(s3_endpoint, bucket, tmp_path
         store.download(obj.key, tmp_path / "back.dump", sha)
     assert not (tmp_path / "back.dump").exists() and not (tmp_path / "back.dump.part").exists()
     with pytest.raises(StorageError, match="the copy is not the backup"):
-        from cutover.digest import file_digests
+        from pg_cutover.digest import file_digests
 
         store.verify(obj.key, file_digests(dump, store.part_size))
 
@@ -162,7 +162,7 @@ def test_object_lock_retention_is_set_where_the_bucket_supports_it(s3_endpoint, 
 
 
 def test_cli_prune_dry_run_lists_and_deletes_nothing(cutover_env, s3_endpoint, bucket, capsys):
-    from cutover.cli import main
+    from pg_cutover.launcher.cli import main
 
     store = store_for(s3_endpoint, bucket)
     for ts, status in (("20260101_000000", "failed"), ("20260102_000000", "succeeded"), ("20260103_000000", "failed")):

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from cutover import db
-from cutover.manifest import load_manifest
-from flows.cutover import cutover
-from tasks.checklist import Checklist
+from pg_cutover.flows.cutover import cutover
+from pg_cutover.pg import db
+from pg_cutover.runbook.checklist import Checklist
+from pg_cutover.runbook.manifest import load_manifest
 from tests.helpers import artifacts_of, data_fingerprint, databases_like
 
 APPROVED = dict(approved_by="alice", checklist=Checklist.all_confirmed())

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from psycopg2 import sql
 
-from cutover import db
-from cutover.db import ConnInfo
+from pg_cutover.pg import db
+from pg_cutover.pg.db import ConnInfo
 
 LEDGER_DIR = Path(__file__).resolve().parent / "ledger"
 LEDGER_BASELINE = "0001_baseline"

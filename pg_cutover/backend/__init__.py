@@ -1,0 +1,1 @@
+"""The application in front of the database: its service commands and its health check."""

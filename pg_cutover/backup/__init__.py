@@ -1,0 +1,1 @@
+"""Runbook section 1: the full backup, its verification, the off-site mirror and retention."""

@@ -1,0 +1,1 @@
+"""Outside the domain: the command line, the temporary Prefect server, heartbeats, the embedded demo services."""

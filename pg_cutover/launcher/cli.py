@@ -1,0 +1,247 @@
+"""`cutover` on the command line: runs the flows with the environment's configuration."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING
+
+from pg_cutover.errors import ConfigError, CutoverError
+
+if TYPE_CHECKING:
+    from pg_cutover.settings import Settings
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pg_cutover.launcher.tempserver import temporary_server
+    from pg_cutover.settings import load_settings
+
+    settings = load_settings()  # a bad setting is reported before Prefect starts
+    if not args.dry_run and not (args.approved_by and args.confirm_checklist):
+        # On the command line nobody can answer the UI's form: approval comes as flags.
+        raise ConfigError("cutover run needs --approved-by NAME and --confirm-checklist (or --dry-run); "
+                          "to answer the checklist form instead, run the cutover deployment from the Prefect UI.")
+    # Before Prefect is imported (1.5-5 s with its start-up): with no Prefect API configured, the
+    # temporary server boots meanwhile (pg_cutover.launcher.tempserver), and the writes-paused sample starts now.
+    with temporary_server() as server, _early_baseline(settings, args.baseline_rev,
+                                                        reachable=_early_write_reading(settings)):
+        from prefect.exceptions import CancelledRun
+
+        from pg_cutover.flows.cutover import cutover
+        from pg_cutover.launcher.heartbeats import engine_heartbeats_replaced
+        from pg_cutover.runbook.checklist import Checklist
+
+        if server is not None:
+            server.wait_until_healthy()
+        checklist = Checklist.all_confirmed() if args.confirm_checklist else Checklist()
+        try:
+            with engine_heartbeats_replaced():  # the flow sends them: its end waits for no sleeping thread
+                summary = cutover(
+                    baseline_rev=args.baseline_rev,
+                    target_rev=args.target_rev,
+                    dry_run=args.dry_run,
+                    cleanup_scratch=not args.keep_scratch,
+                    approved_by=args.approved_by,
+                    ticket=args.ticket,
+                    checklist=checklist,
+                )
+        except CancelledRun as exc:  # deferred (window) or not approved: nothing was changed
+            print(f"cutover: {exc}", file=sys.stderr)
+            return 3
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _early_write_reading(settings: "Settings") -> bool:
+    """The writes-paused sample's first counter reading, for the flow's preflight (pg_cutover.checks.writes).
+
+    The same server and user as Toolkit.from_settings, without importing the toolkit's modules, and
+    a short connect timeout: when the reading fails nothing is kept and preflight takes its own.
+    True when the database answered.
+    """
+    if settings.write_freeze != "check":
+        return False
+    from pg_cutover.checks.writes import remember_early_reading
+    from pg_cutover.pg.db import ConnInfo
+
+    conn = ConnInfo(host=settings.postgres_host, port=settings.postgres_port, user=settings.postgres_user,
+                    password=settings.password, connect_timeout=3)
+    return remember_early_reading(conn, settings.postgres_db) is not None
+
+
+def _early_baseline(settings: "Settings", baseline_rev: str | None, *, reachable: bool):
+    """The baseline built from nothing, in a thread while Prefect is imported (pg_cutover.launcher.early).
+
+    Only when the database answered the early reading and the revision is well-formed: anything
+    else is left to the flow's preflight, which reports it.
+    """
+    import contextlib
+
+    from pg_cutover.settings import check_revision
+
+    revision = baseline_rev or settings.baseline_rev
+    try:
+        if not (reachable and revision):
+            return contextlib.nullcontext()
+        check_revision(revision)
+    except ValueError:
+        return contextlib.nullcontext()
+    from pg_cutover.launcher.early import baseline_build
+    from pg_cutover.toolkit import Toolkit
+
+    return baseline_build(Toolkit.from_settings(settings), settings.postgres_db, revision)
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from pg_cutover.launcher.tempserver import temporary_server
+    from pg_cutover.settings import load_settings
+
+    load_settings()
+    # With no API configured, the same temporary server as `cutover run`; whatever the API, a rollback
+    # never waits on it: unreachable, and the same steps run without Prefect.
+    with temporary_server() as server:
+        reason = None
+        if server is not None:
+            try:
+                server.wait_until_healthy()
+            except CutoverError as exc:
+                reason = str(exc)
+        from pg_cutover.flows.prefect_api import unreachable
+        from pg_cutover.flows.rollback import rollback, rollback_without_prefect
+
+        reason = reason or unreachable()
+        if reason is None:
+            from pg_cutover.launcher.heartbeats import engine_heartbeats_replaced
+
+            with engine_heartbeats_replaced():
+                summary = rollback(manifest=args.manifest, strategy=args.strategy,
+                                   discard_changes_since_cutover=args.discard_changes_since_cutover)
+        else:
+            summary, unposted = rollback_without_prefect(
+                args.manifest, args.strategy, discard_changes_since_cutover=args.discard_changes_since_cutover)
+            print(f"cutover: the Prefect API could not be reached ({reason}), so the rollback ran without it and "
+                  f"its evidence was not posted to Prefect ({len(unposted)} artifacts); it is in the run "
+                  "directory's manifest.json and incident.md.", file=sys.stderr)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from pg_cutover.backup.retention import apply_prune, plan_prune
+    from pg_cutover.errors import ConfigError
+    from pg_cutover.settings import load_settings
+    from pg_cutover.storage.s3 import S3Store
+
+    settings = load_settings()
+    store = S3Store.from_settings(settings)
+    if store is None:
+        raise ConfigError("CUTOVER_S3_BUCKET is not set; expected the bucket whose old cutover backups to prune.")
+    keep = settings.s3_keep if args.keep is None else args.keep
+    plan = plan_prune(store, settings.postgres_db, keep)
+    for row in plan.rows():
+        verb = "would delete" if args.dry_run and row["action"] == "delete" else row["action"]
+        print(f"{row['run']}  {verb:<12}  {row['reason']}")
+    if not args.dry_run:
+        print(f"deleted {apply_prune(store, plan)} objects from {len(plan.delete)} runs")
+    return 0
+
+
+def _fleet(args: argparse.Namespace) -> int:
+    from pg_cutover.runbook.inventory import load_inventory
+
+    # A bad inventory is reported before Prefect starts.
+    load_inventory(args.inventory, policy=args.policy, per_host_limit=args.per_host_limit,
+                   max_parallel=args.max_parallel)
+    if not args.dry_run and not (args.approved_by and args.confirm_checklist):
+        raise ConfigError("cutover fleet needs --approved-by NAME and --confirm-checklist (or --dry-run); "
+                          "to answer the checklist form instead, run the fleet deployment from the Prefect UI.")
+    import os
+    from pathlib import Path
+
+    if not os.environ.get("PREFECT_API_URL"):
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():
+            raise ConfigError("PREFECT_API_URL is not set; expected the URL of the Prefect server whose workers run "
+                              "the cutover/fleet-target deployment, such as http://prefect:4200/api.")
+    from pg_cutover.flows.fleet import fleet
+    from pg_cutover.runbook.checklist import Checklist
+
+    state = fleet(
+        inventory=str(Path(args.inventory).resolve()),
+        approved_by=args.approved_by,
+        ticket=args.ticket,
+        checklist=Checklist.all_confirmed() if args.confirm_checklist else Checklist(),
+        dry_run=args.dry_run,
+        policy=args.policy,
+        per_host_limit=args.per_host_limit,
+        max_parallel=args.max_parallel,
+        return_state=True,
+    )
+    summary = state.result(raise_on_failure=False)
+    if isinstance(summary, dict):
+        for row in summary.get("targets", []):
+            print(f"{row['target']:<20} {row['status']:<12} {row['revision_before'] or '-':>24} -> "
+                  f"{row['revision_after'] or '-':<24} {row['rollback']}")
+    print(f"fleet: {state.name}: {state.message or ''}", file=sys.stderr)
+    return 0 if state.is_completed() else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cutover", description="Safe Alembic cutover of a live PostgreSQL database.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the cutover flow against POSTGRES_DB")
+    run.add_argument("--baseline-rev", help="Alembic revision matching the legacy schema (default: BASELINE_REV)")
+    run.add_argument("--target-rev", default="head", help="revision to upgrade to (default: head)")
+    run.add_argument("--dry-run", action="store_true", help="stop after the scratch dry run; production untouched")
+    run.add_argument("--keep-scratch", action="store_true", help="keep the scratch copy after success")
+    run.add_argument("--approved-by", help="who approved the maintenance window")
+    run.add_argument("--ticket", help="change ticket or approval reference, recorded in the evidence")
+    run.add_argument("--confirm-checklist", action="store_true",
+                     help="confirm every item of the runbook's section 1 checklist")
+    rb = sub.add_parser("rollback", help="restore production from a failed cutover's backup (runbook 6)")
+    rb.add_argument("--manifest", required=True,
+                    help="the cutover's manifest.json or run directory, an s3:// URI, or the cutover's flow run id")
+    rb.add_argument("--strategy", choices=("rename", "drop-recreate"), default="rename",
+                    help="rename (default) restores beside production, then swaps names, keeping the failed database; "
+                         "drop-recreate restores under production's name while production waits renamed aside, "
+                         "and drops it after verification")
+    rb.add_argument("--discard-changes-since-cutover", action="store_true",
+                    help="restore even though production changed after the cutover let go of it; the changes stay "
+                         "in the database renamed aside and are listed in the incident")
+    prune = sub.add_parser("prune", help="delete off-site backups beyond CUTOVER_S3_KEEP for POSTGRES_DB")
+    prune.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete nothing")
+    prune.add_argument("--keep", type=int, help="override CUTOVER_S3_KEEP")
+    fl = sub.add_parser("fleet", help="cut over every database of an inventory through the fleet-target deployment")
+    fl.add_argument("--inventory", required=True, help="inventory file (TOML): [fleet], [defaults], [[target]]")
+    fl.add_argument("--approved-by", help="who approved the maintenance window for the whole fleet")
+    fl.add_argument("--ticket", help="change ticket, recorded in every target's evidence")
+    fl.add_argument("--confirm-checklist", action="store_true", help="confirm runbook section 1 for the whole fleet")
+    fl.add_argument("--dry-run", action="store_true", help="every target stops after its scratch dry run")
+    fl.add_argument("--policy", choices=("continue", "halt"), help="after a failure: continue (default) or halt")
+    fl.add_argument("--per-host-limit", type=int, help="cutovers at once on one PostgreSQL host")
+    fl.add_argument("--max-parallel", type=int, help="cutovers at once in the whole fleet")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "rollback":
+            return _rollback(args)
+        if args.command == "prune":
+            return _prune(args)
+        if args.command == "fleet":
+            return _fleet(args)
+    except CutoverError as exc:
+        print(f"cutover: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the flow already logged the traceback; keep the last word short
+        print(f"cutover: failed: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
+        return 1
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Alembic: the driver that runs inside alembic, the runner and warm session, lint of the upgrade SQL, lock retries."""

@@ -1,0 +1,316 @@
+"""Where backups live: the local run directory and an S3-compatible mirror.
+
+The S3 side streams from disk (boto3's managed multipart transfer with a fixed
+part size and concurrency, so memory stays bounded whatever the dump size),
+sends a SHA-256 with every part so the server checks what it received, and
+proves the stored object afterwards: size, the server's checksum compared with
+one computed locally over the same parts, and the full-file SHA-256 kept as
+object metadata for servers without checksum support.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.exceptions
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+
+from pg_cutover.digest import FileDigests, file_digests, sha256_file
+from pg_cutover.errors import CutoverError
+from pg_cutover.runbook.manifest import Manifest, StoredObject
+
+MiB = 1024 * 1024
+SHA_METADATA = "sha256"
+
+
+class StorageError(CutoverError):
+    """The off-site copy cannot be written, read or trusted."""
+
+
+class BackupUntrusted(StorageError):
+    """No copy of the backup matches its recorded SHA-256: asking again cannot change that."""
+
+
+@dataclass
+class S3Store:
+    bucket: str
+    prefix: str = "pg-cutover"
+    endpoint_url: str | None = None
+    region: str | None = None
+    sse: str | None = None
+    kms_key_id: str | None = None
+    checksum: str = "sha256"
+    object_lock_days: int | None = None
+    object_lock_mode: str = "GOVERNANCE"
+    max_attempts: int = 5
+    part_size: int = 16 * MiB
+    concurrency: int = 4
+    _client: Any = field(default=None, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings) -> "S3Store | None":
+        if not settings.s3_bucket:
+            return None
+        return cls(
+            bucket=settings.s3_bucket,
+            prefix=settings.s3_prefix,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            sse=settings.s3_sse,
+            kms_key_id=settings.s3_kms_key_id,
+            checksum=settings.s3_checksum,
+            object_lock_days=settings.s3_object_lock_days,
+            object_lock_mode=settings.s3_object_lock_mode,
+            max_attempts=settings.s3_max_attempts,
+            part_size=settings.s3_part_size_mb * MiB,
+        )
+
+    # -- plumbing ----------------------------------------------------------
+
+    @property
+    def client(self):
+        if self._client is None:
+            config = Config(
+                # Default CRC headers of boto3 >= 1.36 are refused by some S3-compatible
+                # servers; checksums are sent explicitly below instead.
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+                # "standard" retries throttling, 5xx and connection errors, with backoff, and nothing else.
+                retries={"mode": "standard", "max_attempts": self.max_attempts},
+                connect_timeout=5,
+                read_timeout=60,
+                s3={"addressing_style": "path"} if self.endpoint_url else None,
+            )
+            session = boto3.session.Session()
+            self._client = session.client(
+                "s3",
+                endpoint_url=self.endpoint_url,
+                region_name=self.region or session.region_name or "us-east-1",
+                config=config,
+            )
+        return self._client
+
+    @property
+    def where(self) -> str:
+        return f"s3://{self.bucket}" + (f" at {self.endpoint_url}" if self.endpoint_url else "")
+
+    def _transfer(self) -> TransferConfig:
+        return TransferConfig(
+            multipart_threshold=self.part_size,
+            multipart_chunksize=self.part_size,
+            max_concurrency=self.concurrency,
+            use_threads=True,
+        )
+
+    def explain(self, exc: Exception, doing: str) -> StorageError:
+        """One sentence naming the setting that is probably wrong; never a credential."""
+        if isinstance(exc, StorageError):
+            return exc
+        if isinstance(exc, botocore.exceptions.NoCredentialsError):
+            return StorageError(f"{doing}: no S3 credentials were found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance role.")
+        if isinstance(exc, (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError,
+                            botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectionClosedError)):
+            return StorageError(f"{doing}: CUTOVER_S3_ENDPOINT_URL={self.endpoint_url or 'AWS default'} does not answer ({type(exc).__name__}).")
+        if isinstance(exc, botocore.exceptions.ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("NoSuchBucket",) or (code in ("404", "NotFound") and "bucket" in doing):
+                return StorageError(f"{doing}: CUTOVER_S3_BUCKET={self.bucket!r} does not exist at {self.endpoint_url or 'AWS'}.")
+            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "ExpiredToken") or status == 403:
+                return StorageError(f"{doing}: the S3 credentials were refused for bucket {self.bucket!r} ({code or status}); check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the profile.")
+            return StorageError(f"{doing}: S3 answered {code or status}: {exc.response.get('Error', {}).get('Message', '')}".rstrip(": "))
+        if isinstance(exc, botocore.exceptions.BotoCoreError):
+            return StorageError(f"{doing}: {type(exc).__name__}: {exc}")
+        return StorageError(f"{doing}: {type(exc).__name__}: {exc}")
+
+    def run_prefix(self, database: str, timestamp: str) -> str:
+        return f"{self.prefix}/{database}/{timestamp}/"
+
+    # -- checks --------------------------------------------------------------
+
+    def check_bucket(self) -> None:
+        """Reachable, credentials accepted, bucket present, object lock available when asked for."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:
+            raise self.explain(exc, "checking the bucket") from None
+        if self.object_lock_days:
+            try:
+                conf = self.client.get_object_lock_configuration(Bucket=self.bucket)
+                enabled = conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+            except botocore.exceptions.ClientError:
+                enabled = False
+            except Exception as exc:
+                raise self.explain(exc, "checking object lock") from None
+            if not enabled:
+                raise StorageError(
+                    f"CUTOVER_S3_OBJECT_LOCK_DAYS={self.object_lock_days} is set but bucket {self.bucket!r} has no "
+                    "object lock enabled; create the bucket with object lock or unset the setting."
+                )
+
+    # -- write ---------------------------------------------------------------
+
+    def _extra_args(self, sha256: str) -> dict[str, Any]:
+        extra: dict[str, Any] = {"Metadata": {SHA_METADATA: sha256}}
+        if self.checksum == "sha256":
+            extra["ChecksumAlgorithm"] = "SHA256"
+        if self.sse:
+            extra["ServerSideEncryption"] = self.sse
+            if self.sse == "aws:kms" and self.kms_key_id:
+                extra["SSEKMSKeyId"] = self.kms_key_id
+        if self.object_lock_days:
+            extra["ObjectLockMode"] = self.object_lock_mode
+            extra["ObjectLockRetainUntilDate"] = datetime.now(timezone.utc) + timedelta(days=self.object_lock_days)
+        return extra
+
+    def upload_file(self, path: Path, key: str, sha256: str) -> StoredObject:
+        """Upload the file whose SHA-256 is known, then prove the stored object is that file."""
+        # The local digests are computed while the upload runs (hashlib releases the GIL),
+        # so proving the copy costs no extra wall time.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            digesting = pool.submit(file_digests, path, self.part_size)
+            try:
+                self.client.upload_file(str(path), self.bucket, key, ExtraArgs=self._extra_args(sha256),
+                                        Config=self._transfer())
+            except Exception as exc:
+                raise self.explain(getattr(exc, "last_exception", None) or exc, f"uploading {key}") from None
+            digests = digesting.result()
+        if digests.sha256 != sha256:
+            raise StorageError(f"{path} changed on disk during its upload (SHA-256 {digests.sha256} != {sha256}).")
+        return self.verify(key, digests)
+
+    def put_text(self, key: str, text: str) -> StoredObject:
+        """Small documents (manifest, report): one PUT whose SHA-256 the server checks."""
+        body = text.encode()
+        digest = hashlib.sha256(body)
+        extra = self._extra_args(digest.hexdigest())
+        extra.pop("ChecksumAlgorithm", None)
+        if self.checksum == "sha256":
+            extra["ChecksumSHA256"] = base64.b64encode(digest.digest()).decode()
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="text/plain; charset=utf-8", **extra)
+        except Exception as exc:
+            raise self.explain(exc, f"writing {key}") from None
+        return StoredObject(key=key, size_bytes=len(body), sha256=digest.hexdigest(),
+                            verified_by="server checked the SHA-256 sent with the PUT" if self.checksum == "sha256" else "not verified")
+
+    def verify(self, key: str, digests: FileDigests) -> StoredObject:
+        """The stored object is the file: size, and the server's own checksum where it keeps one."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        except Exception as exc:
+            raise self.explain(exc, f"checking {key}") from None
+        size = int(head.get("ContentLength", -1))
+        if size != digests.size:
+            raise StorageError(f"s3://{self.bucket}/{key} holds {size} bytes, the local file {digests.size}: the copy is not the backup.")
+        meta = head.get("Metadata", {}).get(SHA_METADATA)
+        if meta != digests.sha256:
+            raise StorageError(f"s3://{self.bucket}/{key} carries SHA-256 {meta}, the local file {digests.sha256}: the copy is not the backup.")
+        server = head.get("ChecksumSHA256")
+        if server:
+            # AWS appends "-<parts>" to a multipart checksum; some compatible servers do not.
+            if server.split("-", 1)[0] not in (digests.composite.split("-", 1)[0], digests.single):
+                raise StorageError(f"s3://{self.bucket}/{key}: the server's checksum {server} does not match the local file's ({digests.composite}).")
+            how = "size + server SHA-256 checksum matched the local parts"
+        else:
+            how = "size + SHA-256 metadata (server keeps no checksum)"
+        return StoredObject(key=key, size_bytes=size, sha256=digests.sha256, server_checksum=server, verified_by=how)
+
+    # -- read ----------------------------------------------------------------
+
+    def download(self, key: str, dest: Path, expected_sha256: str) -> Path:
+        """Stream to dest and prove its SHA-256; a copy that does not match is deleted, never used."""
+        tmp = dest.with_name(dest.name + ".part")
+        try:
+            self.client.download_file(self.bucket, key, str(tmp), Config=self._transfer())
+        except Exception as exc:
+            tmp.unlink(missing_ok=True)
+            raise self.explain(getattr(exc, "last_exception", None) or exc, f"downloading {key}") from None
+        os.chmod(tmp, 0o600)
+        actual = sha256_file(tmp)
+        if actual != expected_sha256:
+            tmp.unlink(missing_ok=True)
+            raise BackupUntrusted(
+                f"s3://{self.bucket}/{key} does not match the backup's SHA-256 ({actual} != {expected_sha256}): "
+                "the object was corrupted or replaced; refusing to restore from it."
+            )
+        os.replace(tmp, dest)
+        return dest
+
+    def get_text(self, key: str) -> str | None:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read().decode()
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise self.explain(exc, f"reading {key}") from None
+        except Exception as exc:
+            raise self.explain(exc, f"reading {key}") from None
+
+    def list_runs(self, database: str) -> list[str]:
+        """Timestamps of the runs stored for a database, oldest first."""
+        prefix = f"{self.prefix}/{database}/"
+        runs: list[str] = []
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+                runs += [p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", [])]
+        except Exception as exc:
+            raise self.explain(exc, f"listing {prefix}") from None
+        return sorted(runs)
+
+    def delete_prefix(self, prefix: str) -> int:
+        deleted = 0
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                if keys:
+                    self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+                    deleted += len(keys)
+        except Exception as exc:
+            raise self.explain(exc, f"deleting {prefix}") from None
+        return deleted
+
+    def link(self, key: str, seconds: int, console_url: str | None = None) -> str:
+        if console_url:
+            return console_url.format(bucket=self.bucket, key=key)
+        return self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=seconds)
+
+
+def verified_dump(manifest: Manifest, store: "S3Store | None", work_dir: Path) -> tuple[Path, str]:
+    """A local dump whose SHA-256 equals the manifest's: the local file, else a download from S3.
+
+    Returns the path and where it came from; raises StorageError when neither can be trusted.
+    """
+    if manifest.backup is None:
+        raise BackupUntrusted(f"The manifest of run {manifest.run_id} records no backup.")
+    expected = manifest.backup.sha256
+    local = Path(manifest.backup.path)
+    reasons = []
+    if local.is_file():
+        actual = sha256_file(local)
+        if actual == expected:
+            return local, "local"
+        reasons.append(f"the local file {local} has SHA-256 {actual}, not {expected}")
+    else:
+        reasons.append(f"the local file {local} is missing")
+    offsite = manifest.offsite.object_for(local.name) if manifest.offsite else None
+    if offsite is None:
+        raise BackupUntrusted(f"No verified backup for {manifest.database}: {reasons[0]} and no off-site copy is recorded.")
+    if store is None or store.bucket != manifest.offsite.bucket:
+        raise BackupUntrusted(
+            f"No verified backup for {manifest.database}: {reasons[0]} and the off-site copy is in bucket "
+            f"{manifest.offsite.bucket!r}; set CUTOVER_S3_BUCKET to it."
+        )
+    work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    dest = work_dir / local.name
+    store.download(offsite.key, dest, expected)
+    return dest, f"s3://{store.bucket}/{offsite.key}"

@@ -51,10 +51,10 @@ def migrate_scratch(kit: Toolkit, plan: Plan, session: AlembicSession | None = N
     finally:
         if session is not None and session.warm:
             how = ("\n\nThe commands ran in order in one interpreter started before they were due "
-                   "(`cutover/alembic_driver.py --serve`, alembic's own command line), each with its own output "
+                   "(`pg_cutover/migrations/alembic_driver.py --serve`, alembic's own command line), each with its own output "
                    "and exit code below.")
         elif kit.alembic.driver_argv() is not None and len(commands) > 1:
-            how = ("\n\nThe commands ran in order in one interpreter (`cutover/alembic_driver.py`, alembic's own "
+            how = ("\n\nThe commands ran in order in one interpreter (`pg_cutover/migrations/alembic_driver.py`, alembic's own "
                    "command line), each with its own output and exit code below.")
         publish_markdown(
             plan.database,

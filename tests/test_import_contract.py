@@ -56,7 +56,7 @@ def _offends(name: str) -> bool:
 def test_the_domain_imports_neither_prefect_nor_the_flows_tasks_or_launcher():
     modules = _domain_modules()
     assert {"pg_cutover.pg.db", "pg_cutover.checks.parity", "pg_cutover.runbook.manifest",
-            "pg_cutover.rollback.restore", "pg_cutover.migrations.driver"} <= set(modules)
+            "pg_cutover.rollback.restore", "pg_cutover.migrations.alembic_driver"} <= set(modules)
     offenders = [f"{path.relative_to(REPO_ROOT)}:{line} imports {name}"
                  for module, path in modules.items() for line, name in _imports(path, module) if _offends(name)]
     assert offenders == []
@@ -94,7 +94,7 @@ def test_the_wheel_installs_one_package_and_no_generic_top_level_names(tmp_path)
         names = zf.namelist()
         zf.extractall(tmp_path / "site")
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"pg_cutover"}
-    assert {"pg_cutover/flows/cutover.py", "pg_cutover/tasks/backup.py", "pg_cutover/migrations/driver.py",
+    assert {"pg_cutover/flows/cutover.py", "pg_cutover/tasks/backup.py", "pg_cutover/migrations/alembic_driver.py",
             "pg_cutover/launcher/cli.py"} <= set(names)
     # From the unpacked wheel, outside the repository: the package resolves there, the generic names nowhere.
     code = ("import importlib.util as u\n"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pg_cutover.errors import CommandFailed, PreflightError
-from pg_cutover.migrations import driver as alembic_driver
+from pg_cutover.migrations import alembic_driver
 from pg_cutover.pg.db import ConnInfo
 from pg_cutover.process import CommandResult, Runner, exit_status, last_lines
 

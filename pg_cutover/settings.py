@@ -12,105 +12,102 @@ import shlex
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pg_cutover.errors import ConfigError
+from pg_cutover.values import (  # noqa: F401  the checks and forms are also imported from here
+    IDENTIFIER_FORM,
+    IDENTIFIER_RE,
+    REVISION_RE,
+    CommandLine,
+    DumpCompression,
+    EndpointUrl,
+    HealthUrl,
+    Identifier,
+    OptionalRevision,
+    PgDuration,
+    check_identifier,
+    check_revision,
+)
 
-# PostgreSQL folds unquoted names and truncates at 63 bytes; a name that needs
-# quoting is refused outright rather than quoted into something surprising.
-IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: "$" would let a final newline through
-MAX_IDENTIFIER_BYTES = 63
-REVISION_RE = re.compile(r"^[A-Za-z0-9_.\-]+\Z")
-
-IDENTIFIER_FORM = "a plain identifier: ASCII letters, digits and underscores, not starting with a digit, at most 63 characters"
-
-
-def check_identifier(value: str) -> str:
-    if not IDENTIFIER_RE.match(value) or len(value.encode()) > MAX_IDENTIFIER_BYTES:
-        raise ValueError(f"expected {IDENTIFIER_FORM}")
-    return value
-
-
-def check_revision(value: str) -> str:
-    if not REVISION_RE.match(value):
-        raise ValueError("expected an Alembic revision id: letters, digits, '_', '-' or '.'")
-    return value
+# The runbook's own names; every other setting is CUTOVER_ plus the field's name.
+RUNBOOK_NAMES = ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "BASELINE_REV")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, case_sensitive=False)
+    model_config = SettingsConfigDict(env_prefix="CUTOVER_", extra="ignore", populate_by_name=True,
+                                      case_sensitive=False)
 
     postgres_host: str = Field("127.0.0.1", validation_alias="POSTGRES_HOST")
     postgres_port: int = Field(5432, validation_alias="POSTGRES_PORT", ge=1, le=65535)
     postgres_user: str = Field("postgres", validation_alias="POSTGRES_USER")
     postgres_password: SecretStr | None = Field(None, validation_alias="POSTGRES_PASSWORD")
-    postgres_db: str = Field(validation_alias="POSTGRES_DB")
-    baseline_rev: str | None = Field(None, validation_alias="BASELINE_REV")
+    postgres_db: Identifier = Field(validation_alias="POSTGRES_DB")
+    baseline_rev: OptionalRevision = Field(None, validation_alias="BASELINE_REV")
 
-    alembic_dir: Path = Field(Path("."), validation_alias="CUTOVER_ALEMBIC_DIR")
-    alembic_command: str = Field("alembic", validation_alias="CUTOVER_ALEMBIC_COMMAND")
-    backup_dir: Path = Field(Path("./backups"), validation_alias="CUTOVER_BACKUP_DIR")
-    health_url: str = Field("http://localhost:8000", validation_alias="CUTOVER_HEALTH_URL")
-    health_paths: str = Field("/,/docs", validation_alias="CUTOVER_HEALTH_PATHS")
-    pg_bin: Path | None = Field(None, validation_alias="CUTOVER_PG_BIN")
-    service: str | None = Field(None, validation_alias="CUTOVER_SERVICE")
-    service_status: str | None = Field(None, validation_alias="CUTOVER_SERVICE_STATUS")
-    service_stop: str | None = Field(None, validation_alias="CUTOVER_SERVICE_STOP")
-    service_start: str | None = Field(None, validation_alias="CUTOVER_SERVICE_START")
+    alembic_dir: Path = Path(".")
+    alembic_command: CommandLine = "alembic"
+    backup_dir: Path = Path("./backups")
+    health_url: HealthUrl = "http://localhost:8000"
+    health_paths: str = "/,/docs"
+    pg_bin: Path | None = None
+    service: str | None = None
+    service_status: CommandLine = None
+    service_stop: CommandLine = None
+    service_start: CommandLine = None
     # The rollback leaves the old schema behind, which the cutover's new release may refuse to serve.
-    rollback_service_status: str | None = Field(None, validation_alias="CUTOVER_ROLLBACK_SERVICE_STATUS")
-    rollback_service_stop: str | None = Field(None, validation_alias="CUTOVER_ROLLBACK_SERVICE_STOP")
-    rollback_service_start: str | None = Field(None, validation_alias="CUTOVER_ROLLBACK_SERVICE_START")
+    rollback_service_status: CommandLine = None
+    rollback_service_stop: CommandLine = None
+    rollback_service_start: CommandLine = None
 
     # Off-site copies (S3 or any S3-compatible server); mirroring is on when a bucket is set.
-    s3_bucket: str | None = Field(None, validation_alias="CUTOVER_S3_BUCKET")
-    s3_prefix: str = Field("pg-cutover", validation_alias="CUTOVER_S3_PREFIX")
-    s3_endpoint_url: str | None = Field(None, validation_alias="CUTOVER_S3_ENDPOINT_URL")
-    s3_region: str | None = Field(None, validation_alias="CUTOVER_S3_REGION")
-    s3_sse: Literal["AES256", "aws:kms"] | None = Field(None, validation_alias="CUTOVER_S3_SSE")
-    s3_kms_key_id: str | None = Field(None, validation_alias="CUTOVER_S3_KMS_KEY_ID")
-    s3_checksum: Literal["sha256", "off"] = Field("sha256", validation_alias="CUTOVER_S3_CHECKSUM")
-    s3_object_lock_days: int | None = Field(None, validation_alias="CUTOVER_S3_OBJECT_LOCK_DAYS", gt=0)
-    s3_object_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] = Field("GOVERNANCE", validation_alias="CUTOVER_S3_OBJECT_LOCK_MODE")
-    s3_keep: int = Field(10, validation_alias="CUTOVER_S3_KEEP", ge=0)
-    s3_max_attempts: int = Field(5, validation_alias="CUTOVER_S3_MAX_ATTEMPTS", ge=1, le=20)
-    s3_part_size_mb: int = Field(16, validation_alias="CUTOVER_S3_PART_SIZE_MB", ge=5, le=5120)
-    s3_link_seconds: int = Field(3600, validation_alias="CUTOVER_S3_LINK_SECONDS", ge=60, le=7 * 24 * 3600)
-    s3_console_url: str | None = Field(None, validation_alias="CUTOVER_S3_CONSOLE_URL")
-    require_offsite: bool = Field(True, validation_alias="CUTOVER_REQUIRE_OFFSITE")
+    s3_bucket: str | None = None
+    s3_prefix: str = "pg-cutover"
+    s3_endpoint_url: EndpointUrl = None
+    s3_region: str | None = None
+    s3_sse: Literal["AES256", "aws:kms"] | None = None
+    s3_kms_key_id: str | None = None
+    s3_checksum: Literal["sha256", "off"] = "sha256"
+    s3_object_lock_days: int | None = Field(None, gt=0)
+    s3_object_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] = "GOVERNANCE"
+    s3_keep: int = Field(10, ge=0)
+    s3_max_attempts: int = Field(5, ge=1, le=20)
+    s3_part_size_mb: int = Field(16, ge=5, le=5120)
+    s3_link_seconds: int = Field(3600, ge=60, le=7 * 24 * 3600)
+    s3_console_url: str | None = None
+    require_offsite: bool = True
 
     # The maintenance window (runbook 1): how long an operator has to answer the checklist
     # form, when the window ends, and whether writes must be seen paused before the backup.
-    approval_timeout: int = Field(1800, validation_alias="CUTOVER_APPROVAL_TIMEOUT", gt=0)
-    window_end: datetime | None = Field(None, validation_alias="CUTOVER_WINDOW_END")
-    window_minutes: int | None = Field(None, validation_alias="CUTOVER_WINDOW_MINUTES", gt=0)
-    write_freeze: Literal["check", "stop-service", "off"] = Field("check", validation_alias="CUTOVER_WRITE_FREEZE")
-    write_sample_seconds: float = Field(2.0, validation_alias="CUTOVER_WRITE_SAMPLE_SECONDS", ge=0, le=600)
+    approval_timeout: int = Field(1800, gt=0)
+    window_end: datetime | None = None
+    window_minutes: int | None = Field(None, gt=0)
+    write_freeze: Literal["check", "stop-service", "off"] = "check"
+    write_sample_seconds: float = Field(2.0, ge=0, le=600)
 
     # Proof before stamping (parity) and migration safety on production.
-    parity_allow: str = Field("", validation_alias="CUTOVER_PARITY_ALLOW")
+    parity_allow: str = ""
     # Apps whose first revision alters tables that create_all of their initial models made.
-    baseline_bootstrap: str | None = Field(None, validation_alias="CUTOVER_BASELINE_BOOTSTRAP")
-    parity_checksum_max_mb: int = Field(256, validation_alias="CUTOVER_PARITY_CHECKSUM_MAX_MB", ge=0)
-    lock_timeout: str = Field("10s", validation_alias="CUTOVER_LOCK_TIMEOUT")
-    statement_timeout: str = Field("30min", validation_alias="CUTOVER_STATEMENT_TIMEOUT")
-    blocking_xact_seconds: float = Field(60, validation_alias="CUTOVER_BLOCKING_XACT_SECONDS", ge=0)
+    baseline_bootstrap: CommandLine = None
+    parity_checksum_max_mb: int = Field(256, ge=0)
+    lock_timeout: PgDuration = "10s"
+    statement_timeout: PgDuration = "30min"
+    blocking_xact_seconds: float = Field(60, ge=0)
     # A production stamp/upgrade that failed only on lock_timeout, having changed nothing, is tried again.
-    lock_retries: int = Field(3, validation_alias="CUTOVER_LOCK_RETRIES", ge=0, le=10)
+    lock_retries: int = Field(3, ge=0, le=10)
     lock_retry_wait: float = Field(5.0, validation_alias="CUTOVER_LOCK_RETRY_WAIT_SECONDS", gt=0, le=600)
-    lint: Literal["warn", "strict", "off"] = Field("warn", validation_alias="CUTOVER_LINT")
+    lint: Literal["warn", "strict", "off"] = "warn"
 
     # pg_dump's compression: gzip level 1 is about twice as fast as the default for ~15% more bytes.
-    dump_compression: str = Field("1", validation_alias="CUTOVER_DUMP_COMPRESSION")
+    dump_compression: DumpCompression = "1"
 
     # Subprocess timeouts: Prefect's own task timeout cannot interrupt a blocked
     # call, so every pg tool and alembic call carries one of these.
-    dump_timeout: float = Field(3600, validation_alias="CUTOVER_DUMP_TIMEOUT", gt=0)
-    alembic_timeout: float = Field(1800, validation_alias="CUTOVER_ALEMBIC_TIMEOUT", gt=0)
-    health_timeout: float = Field(30, validation_alias="CUTOVER_HEALTH_TIMEOUT", gt=0)
+    dump_timeout: float = Field(3600, gt=0)
+    alembic_timeout: float = Field(1800, gt=0)
+    health_timeout: float = Field(30, gt=0)
 
     @field_validator("postgres_host", "postgres_user")
     @classmethod
@@ -119,31 +116,8 @@ class Settings(BaseSettings):
             raise ValueError("expected a non-empty value")
         return value
 
-    @field_validator("postgres_db")
-    @classmethod
-    def _db_name(cls, value: str) -> str:
-        return check_identifier(value)
 
-    @field_validator("baseline_rev")
-    @classmethod
-    def _baseline(cls, value: str | None) -> str | None:
-        if value is None or value == "":
-            return None
-        return check_revision(value)
 
-    @field_validator("alembic_command", "baseline_bootstrap", "service_status", "service_stop", "service_start",
-                     "rollback_service_status", "rollback_service_stop", "rollback_service_start")
-    @classmethod
-    def _command(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            argv = shlex.split(value)
-        except ValueError as exc:
-            raise ValueError(f"expected a command line with balanced quotes ({exc})") from None
-        if not argv:
-            return None
-        return value
 
     @field_validator("service")
     @classmethod
@@ -155,30 +129,8 @@ class Settings(BaseSettings):
             raise ValueError("expected compose:<service> (a docker compose service name) or none")
         return value
 
-    @field_validator("health_url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if value.strip().lower() in ("", "none"):
-            return ""
-        parsed = urlparse(value)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError("expected an http:// or https:// URL such as http://localhost:8000, or 'none'")
-        return value.rstrip("/")
 
-    @field_validator("lock_timeout", "statement_timeout")
-    @classmethod
-    def _duration(cls, value: str) -> str:
-        if not re.fullmatch(r"\d+(ms|s|min|h)?", value.strip()):
-            raise ValueError("expected a PostgreSQL duration such as 10s, 500ms or 30min (0 disables it)")
-        return value.strip()
 
-    @field_validator("dump_compression")
-    @classmethod
-    def _compression(cls, value: str) -> str:
-        value = value.strip()
-        if value and not re.fullmatch(r"\d|(gzip|lz4|zstd)(:\d+)?", value):
-            raise ValueError("expected a gzip level 0-9, or gzip, lz4 or zstd with an optional :level")
-        return value
 
     @field_validator("window_end")
     @classmethod
@@ -187,7 +139,7 @@ class Settings(BaseSettings):
             raise ValueError("expected an ISO 8601 time with a UTC offset, such as 2026-11-29T05:00:00+00:00")
         return value
 
-    @field_validator("s3_bucket", "s3_endpoint_url", "s3_region", "s3_sse", "s3_kms_key_id", "s3_console_url",
+    @field_validator("s3_bucket", "s3_region", "s3_sse", "s3_kms_key_id", "s3_console_url",
                      "s3_object_lock_days", "window_end", "window_minutes", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
@@ -208,15 +160,6 @@ class Settings(BaseSettings):
             raise ValueError("expected a key prefix of letters, digits and !_.*'()/- such as pg-cutover")
         return value
 
-    @field_validator("s3_endpoint_url")
-    @classmethod
-    def _endpoint(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parsed = urlparse(value)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError("expected an http:// or https:// URL such as http://localhost:9000")
-        return value.rstrip("/")
 
     @field_validator("health_paths")
     @classmethod
@@ -275,20 +218,22 @@ class Settings(BaseSettings):
         return None, f"none of {own + ', ' if rollback else ''}{cutover}, CUTOVER_SERVICE is set"
 
 
-def _env_name(loc: tuple[Any, ...]) -> str:
-    field_name = str(loc[0]) if loc else "?"
+def env_name(field_name: str) -> str:
+    """The environment variable a field is read from: its runbook name, else CUTOVER_ and its name."""
     field = Settings.model_fields.get(field_name)
     alias = field.validation_alias if field else None
-    return alias if isinstance(alias, str) else field_name.upper()
+    return alias if isinstance(alias, str) else Settings.model_config["env_prefix"] + field_name.upper()
 
 
 def load_settings(**overrides: Any) -> Settings:
     """Read the environment (and overrides, by env name) into Settings or raise ConfigError."""
+    fields = {env_name(name): name for name in Settings.model_fields}
     try:
-        return Settings(**overrides)
+        return Settings(**{fields.get(key.upper(), key): value for key, value in overrides.items()})
     except ValidationError as exc:
         err = exc.errors()[0]
-        name = _env_name(tuple(err.get("loc", ())))
+        loc = str(err["loc"][0]) if err.get("loc") else "?"
+        name = env_name(loc) if loc in Settings.model_fields else loc.upper()  # else it is the alias
         if err.get("type") == "missing":
             raise ConfigError(f"{name} is not set; expected {_expected(name)}.") from None
         message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")

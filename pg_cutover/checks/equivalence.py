@@ -24,6 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg2
 from psycopg2 import sql
@@ -31,10 +32,12 @@ from psycopg2 import sql
 from pg_cutover.checks import parity
 from pg_cutover.checks.parity import Fingerprint
 from pg_cutover.errors import CutoverError
-from pg_cutover.lazy import pandas as pd
 from pg_cutover.pg import db
 from pg_cutover.pg.db import ConnInfo
 from pg_cutover.pg.tools import PgClient
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def normal_name(of: str) -> str:

@@ -30,6 +30,10 @@ import traceback
 BEGIN = "@@cutover-alembic-begin"
 END = "@@cutover-alembic-end"
 SEPARATOR = "--"
+# The driver's own command, beside alembic's: the revision graph as data (JSON on a line of its own
+# after GRAPH_LINE), read with alembic's ScriptDirectory from the configuration `alembic heads` reads.
+GRAPH = "@revision-graph"
+GRAPH_LINE = "@@cutover-revision-graph"
 
 
 def split_commands(argv: list[str]) -> list[list[str]]:
@@ -59,13 +63,32 @@ def _mark(line: str) -> None:
         stream.flush()
 
 
+def _graph_command_line():
+    from alembic.config import CommandLine
+    from alembic.script import ScriptDirectory
+
+    class Graph(CommandLine):
+        def run_cmd(self, config, options):  # main() has built the config as for any alembic command
+            script = ScriptDirectory.from_config(config)
+            parents = {}
+            for rev in script.walk_revisions():
+                down = rev.down_revision
+                parents[rev.revision] = [] if down is None else [down] if isinstance(down, str) else list(down)
+            print(GRAPH_LINE, json.dumps({"parents": parents, "heads": list(script.get_heads())}))
+
+    return Graph(prog="alembic")
+
+
 def run_one(index: int, argv: list[str]) -> int:
     from alembic.config import CommandLine
 
     _mark(f"{BEGIN} {index}")
     started = time.monotonic()
     try:
-        CommandLine(prog="alembic").main(argv=argv)
+        if argv and argv[-1] == GRAPH:  # global options (-c, -n, -x) as given, then a read-only command
+            _graph_command_line().main(argv=argv[:-1] + ["heads"])
+        else:
+            CommandLine(prog="alembic").main(argv=argv)
         code = 0
     except SystemExit as exc:
         code = _exit_code(exc)

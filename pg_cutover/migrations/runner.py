@@ -10,6 +10,7 @@ a small migration, and every command still gets its own transcript.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -26,6 +27,7 @@ DRIVER = Path(alembic_driver.__file__).resolve()
 MIGRATION_APPLICATION = "pg-cutover-alembic"
 _MARKER_RE = re.compile(rf"^({re.escape(alembic_driver.BEGIN)}|{re.escape(alembic_driver.END)}) (\d+)(?: (-?\d+) ([\d.]+))?$")
 
+# Only for a wrapped alembic, whose interpreter the driver cannot run in: what `alembic history` prints,
 # "<base> -> 0001_baseline, baseline" / "0001 -> 0002 (head), msg" / "(a, b) -> c (mergepoint), msg"
 _HISTORY_RE = re.compile(r"^(?P<down>.+?) -> (?P<rev>[^\s,]+)(?: \([^)]*\))*, ")
 
@@ -40,13 +42,24 @@ def resolve_command(argv: list[str]) -> list[str]:
 
 @dataclass
 class History:
-    """The revision graph as `alembic history` prints it."""
+    """The revision graph: every revision's parents, and the heads."""
 
     parents: dict[str, tuple[str, ...]] = field(default_factory=dict)
     heads: list[str] = field(default_factory=list)
 
     @classmethod
+    def from_driver(cls, stdout: str) -> "History":
+        """The graph as the driver's GRAPH command prints it: alembic's ScriptDirectory, as data."""
+        for line in reversed(stdout.splitlines()):
+            if line.startswith(alembic_driver.GRAPH_LINE + " "):
+                graph = json.loads(line[len(alembic_driver.GRAPH_LINE) + 1:])
+                return cls(parents={rev: tuple(down) for rev, down in graph["parents"].items()},
+                           heads=list(graph["heads"]))
+        raise CommandFailed(f"alembic's revision graph could not be read: {last_lines(stdout)}")
+
+    @classmethod
     def parse(cls, history_out: str, heads_out: str) -> "History":
+        """The graph from `alembic history` and `alembic heads` output: a wrapped alembic's only source."""
         parents: dict[str, tuple[str, ...]] = {}
         for line in history_out.splitlines():
             match = _HISTORY_RE.match(line.strip())
@@ -126,9 +139,14 @@ class AlembicRunner:
         return self.run(dbname, "current")
 
     def history(self, dbname: str) -> History:
-        """Read the script directory only; no database is opened for these two."""
-        hist, heads = self.run_many(dbname, [("history",), ("heads",)])
-        return History.parse(hist.stdout, heads.stdout)
+        """The revision graph from the script directory; no database is opened."""
+        driver = self.driver_argv()
+        if driver is None:  # a wrapped alembic: only what its commands print can be read
+            hist, heads = self.run_many(dbname, [("history",), ("heads",)])
+            return History.parse(hist.stdout, heads.stdout)
+        result = self.runner.run(driver + [alembic_driver.GRAPH], timeout=self.timeout, env_extra=self.env(dbname),
+                                 cwd=self.cwd, what="alembic revision graph")
+        return History.from_driver(result.stdout)
 
     def driver_argv(self) -> list[str] | None:
         """`python alembic_driver.py` under the interpreter of the configured alembic, or None.

@@ -8,22 +8,25 @@ migration as offline SQL, and that SQL linted by squawk when it is installed.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg2
 from psycopg2 import sql
 
 from pg_cutover.errors import CommandFailed, ConfigError
-from pg_cutover.lazy import pandas as pd
 from pg_cutover.migrations.runner import AlembicRunner
 from pg_cutover.migrations.session import AlembicSession
 from pg_cutover.pg import db
 from pg_cutover.pg.db import ConnInfo
 from pg_cutover.process import Runner, last_lines
+from pg_cutover.values import DURATION_RE
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 QUERY_CHARS = 200
 
@@ -85,7 +88,6 @@ def blocking_sessions(conn: ConnInfo, dbname: str, *, min_xact_seconds: float = 
 
 # --------------------------------------------------------------------------- timeouts
 
-_DURATION_RE = re.compile(r"\d+(ms|s|min|h)?")
 
 
 def migration_pgoptions(lock_timeout: str, statement_timeout: str) -> str:
@@ -96,7 +98,7 @@ def migration_pgoptions(lock_timeout: str, statement_timeout: str) -> str:
         ("CUTOVER_STATEMENT_TIMEOUT", "statement_timeout", statement_timeout),
     ):
         text = str(value).strip()
-        if not _DURATION_RE.fullmatch(text):
+        if not DURATION_RE.fullmatch(text):
             raise ConfigError(
                 f"{setting}={value!r} is not a PostgreSQL duration: expected digits with an optional unit "
                 "ms, s, min or h (e.g. 5s, 500ms, 15min; 0 disables it)."
@@ -117,6 +119,7 @@ def amcheck(conn: ConnInfo, dbname: str, *, heapallindexed: bool = False) -> pd.
     the frame has one row with ok None and the reason. An index left invalid (a
     failed CREATE INDEX CONCURRENTLY) is reported as not ok without checking it.
     """
+    import pandas as pd  # imported on first use: half a second off every run's start-up
     with db.connect(conn, dbname) as c, c.cursor() as cur:
         try:
             cur.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
@@ -204,6 +207,7 @@ def lint_sql(
     Run from a temporary directory, so no .squawk.toml of the caller applies;
     `exclude` drops rules (e.g. require-lock-timeout when PGOPTIONS sets it).
     """
+    import pandas as pd  # imported on first use: half a second off every run's start-up
     binary = squawk or squawk_binary()
     if not binary:
         return pd.DataFrame(

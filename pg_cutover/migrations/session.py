@@ -24,6 +24,7 @@ import threading
 import time
 
 from pg_cutover.errors import CommandFailed
+from pg_cutover.migrations import alembic_driver
 from pg_cutover.migrations.runner import AlembicRunner, DriverOutput, History, resolve_command
 from pg_cutover.process import CommandResult, exit_status, last_lines, redact
 
@@ -109,9 +110,10 @@ class AlembicSession:
             return self._run(tuple(a.replace("{db}", self.dbname) for a in args))
 
     def history(self) -> History:
-        """The revision graph (`history` + `heads`), as `AlembicRunner.history` reads it."""
-        hist, heads = self.run_many([("history",), ("heads",)])
-        return History.parse(hist.stdout, heads.stdout)
+        """The revision graph, as `AlembicRunner.history` reads it, from the warm interpreter when there is one."""
+        if not self.warm or self.failed:
+            return self.alembic.history(self.dbname)
+        return History.from_driver(self.run(alembic_driver.GRAPH).stdout)
 
     def _run(self, args: tuple[str, ...]) -> CommandResult:
         if self.proc is None or self.failed:

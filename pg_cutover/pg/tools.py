@@ -17,6 +17,7 @@ from pathlib import Path
 from pg_cutover.errors import CommandFailed, PreflightError
 from pg_cutover.pg.db import ConnInfo
 from pg_cutover.process import CommandResult, Runner
+from pg_cutover.values import COMPRESSION_FORM, COMPRESSION_RE
 
 TOOLS = ("pg_dump", "pg_restore", "psql", "createdb", "dropdb")
 _VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
@@ -156,18 +157,15 @@ class PgClient:
         )
 
 
-COMPRESSION_FORM = "a gzip level 0-9, or gzip, lz4 or zstd with an optional :level (lz4 and zstd need pg_dump 16+)"
-
-
 def compression_args(value: str | None, client_major: int) -> list[str]:
     """pg_dump's compression flag for CUTOVER_DUMP_COMPRESSION; None keeps pg_dump's default."""
     if value is None or value == "":
         return []
-    if re.fullmatch(r"\d", value):
+    if not COMPRESSION_RE.fullmatch(value):
+        raise PreflightError(f"CUTOVER_DUMP_COMPRESSION={value!r} is invalid; expected {COMPRESSION_FORM}.")
+    if value.isdigit():
         return ["--compress", value]
     method, _, level = value.partition(":")
-    if method not in ("gzip", "lz4", "zstd") or (level and not level.isdigit()):
-        raise PreflightError(f"CUTOVER_DUMP_COMPRESSION={value!r} is invalid; expected {COMPRESSION_FORM}.")
     if client_major < 16:
         if method != "gzip":
             raise PreflightError(f"CUTOVER_DUMP_COMPRESSION={value!r} needs pg_dump 16 or newer; this one is {client_major}.")

@@ -29,7 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pg_cutover.errors import ConfigError
-from pg_cutover.settings import IDENTIFIER_FORM, check_identifier, check_revision
+from pg_cutover.values import IDENTIFIER_FORM, HealthUrl, Identifier, OptionalRevision, Revision
 
 TARGET_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
 PASSWORD_REF_RE = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|secret:[a-z0-9][a-z0-9-]*)\Z")
@@ -55,13 +55,13 @@ class Target(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="Short name of the target: lowercase letters, digits and dashes.")
-    database: str = Field(description="The database to cut over (POSTGRES_DB for this target).")
+    database: Identifier = Field(description="The database to cut over (POSTGRES_DB for this target).")
     host: str | None = Field(None, description="PostgreSQL host (default: POSTGRES_HOST of the worker).")
     port: int | None = Field(None, ge=1, le=65535, description="PostgreSQL port (default: POSTGRES_PORT).")
     user: str | None = Field(None, description="PostgreSQL user (default: POSTGRES_USER).")
     password: str | None = Field(None, description="Password reference: env:NAME or secret:<block>; never the password.")
-    baseline_rev: str | None = Field(None, description="Baseline revision (default: BASELINE_REV).")
-    health_url: str | None = Field(None, description="The backend's URL for health checks, or 'none'.")
+    baseline_rev: OptionalRevision = Field(None, description="Baseline revision (default: BASELINE_REV).")
+    health_url: HealthUrl | None = Field(None, description="The backend's URL for health checks, or 'none'.")
     service: str | None = Field(None, description="Service controller, e.g. compose:<service>, or 'none'.")
     alembic_dir: str | None = Field(None, description="Directory with alembic.ini (default: CUTOVER_ALEMBIC_DIR).")
 
@@ -71,16 +71,6 @@ class Target(BaseModel):
         if not TARGET_NAME_RE.match(value):
             raise ValueError("expected lowercase letters, digits and dashes, such as tenant-a")
         return value
-
-    @field_validator("database")
-    @classmethod
-    def _database(cls, value: str) -> str:
-        return check_identifier(value)
-
-    @field_validator("baseline_rev")
-    @classmethod
-    def _baseline(cls, value: str | None) -> str | None:
-        return check_revision(value) if value else None
 
     @field_validator("password")
     @classmethod
@@ -105,14 +95,9 @@ class Inventory(BaseModel):
     policy: Literal["continue", "halt"] = "continue"
     per_host_limit: int = Field(2, ge=1, le=64)
     max_parallel: int = Field(4, ge=1, le=256)
-    target_rev: str = "head"
+    target_rev: Revision = "head"
     deployment: str = "cutover/fleet-target"
     targets: list[Target]
-
-    @field_validator("target_rev")
-    @classmethod
-    def _target_rev(cls, value: str) -> str:
-        return check_revision(value)
 
     @field_validator("deployment")
     @classmethod

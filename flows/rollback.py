@@ -344,3 +344,56 @@ def _production_state(kit: Toolkit, database: str, failed_name: str | None) -> s
     if here:
         return f"Production {database!r} is as the cutover left it (not dropped); the backend is stopped; a human is needed."
     return f"{database!r} does not exist; the backup is still available; a human is needed."
+
+
+# -- how a failed cutover hands over to this flow ------------------------------------------------
+
+ROLLBACK_DEPLOYMENT = "rollback/rollback"
+
+
+def start_rollback(flow, flow_run, state) -> None:
+    """The cutover's on_failure / on_crashed hook: hand the failed run to the rollback flow.
+
+    As a run of the `rollback` deployment when one exists (a worker picks it up,
+    and the server-side trigger may start one too: the rollback restores once),
+    else in this process. The rollback decides from the manifest whether there is
+    anything to restore. Hooks are not guaranteed to run; the trigger in
+    prefect.yaml is the one to rely on.
+    """
+    from prefect.logging.loggers import flow_run_logger
+
+    logger = flow_run_logger(flow_run, flow)
+    # Started even with rollback_on_failure off: the rollback run then records the incident and
+    # restores nothing, exactly as when the server-side trigger fires for such a run.
+    ref = str(flow_run.id)
+    try:
+        from prefect.client.orchestration import get_client
+        from prefect.deployments import run_deployment
+        from prefect.exceptions import ObjectNotFound
+
+        with get_client(sync_client=True) as client:
+            try:
+                client.read_deployment_by_name(ROLLBACK_DEPLOYMENT)
+                exists = True
+            except ObjectNotFound:
+                exists = False
+        if exists:
+            params = {"manifest": ref, "automatic": True}
+            if flow_run.parameters.get("target"):  # a fleet target: the rollback needs its settings too
+                params["target"] = flow_run.parameters["target"]
+            run = run_deployment(ROLLBACK_DEPLOYMENT, parameters=params, timeout=0, as_subflow=False)
+            logger.warning("Cutover %s: rollback deployment run %s started.", state.name, run.id)
+            return
+    except Exception as exc:  # the in-process rollback below is still worth a try
+        logger.warning("Could not start the rollback deployment (%s); rolling back in this process.", exc)
+    from pg_cutover.flows.prefect_api import unreachable
+
+    target = flow_run.parameters.get("target")
+    reason = unreachable()
+    if reason is not None:  # the rollback must not depend on the API that just failed
+        logger.warning("Cutover %s: the Prefect API cannot be reached (%s); rolling back in this process "
+                       "without it (evidence in the run directory only).", state.name, reason)
+        rollback_without_prefect(ref, automatic=True, target=Target.model_validate(target) if target else None)
+        return
+    logger.warning("Cutover %s: rolling back in this process.", state.name)
+    rollback(manifest=ref, automatic=True, target=target)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import shlex
-from concurrent.futures import Future
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -104,29 +103,30 @@ def _first(df) -> str:
     return f"{row['kind']} {row['object']} {row['property']}"
 
 
-def read_production_side(kit: Toolkit, plan: Plan, pool, counted: dict[str, int] | None = None) -> Future:
-    """Production's half of data parity, read in `pool` beside the scratch restore.
+@task(name="production-data-side", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)
+def read_production_side(kit: Toolkit, plan: Plan, counted: dict[str, int] | None = None) -> dict:
+    """Production's half of data parity, read (submitted) beside the scratch restore.
 
     `counted`: production's exact counts from `row-counts`, taken in the same write pause.
     """
     limit = kit.settings.parity_checksum_max_mb * 1024 * 1024
-    return pool.submit(parity.read_data_side, kit.conn, plan.database, list(plan.tables), checksum_max_bytes=limit,
-                       known_rows=counted)
+    return parity.read_data_side(kit.conn, plan.database, list(plan.tables), checksum_max_bytes=limit,
+                                 known_rows=counted)
 
 
 @task(name="data-parity", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)
-def data_parity(kit: Toolkit, plan: Plan, production_side: Future | None = None,
+def data_parity(kit: Toolkit, plan: Plan, production_side: dict | None = None,
                 scratch_rows: dict[str, int] | None = None) -> dict:
     """Writes are paused, so production and its scratch copy must hold the same rows.
 
-    `production_side` is production's half (`read_production_side`), started while the
+    `production_side` is production's half (`read_production_side`), read while the
     scratch copy was still being restored; without it both halves are read now. Tables
     too big to checksum are compared on exact counts: production's from `row-counts`,
     scratch's from `scratch-restore` (`scratch_rows`), not counted a second time.
     """
     limit = kit.settings.parity_checksum_max_mb * 1024 * 1024
     frame = parity.data_parity(kit.conn, plan.database, plan.scratch_db, plan.tables, checksum_max_bytes=limit,
-                               side_a=production_side, known_rows_b=scratch_rows)
+                               stats_a=production_side, known_rows_b=scratch_rows)
     frame = frame.rename(columns={"rows_a": "rows production", "rows_b": "rows scratch",
                                   "checksum_a": "checksum production", "checksum_b": "checksum scratch"})
     publish_table(plan.database, "data-parity", parity.df_to_rows(frame),

@@ -144,3 +144,51 @@ def test_writes_after_an_early_first_reading_count(conn, pilot):
     assert not sample.paused and sample.tuples_changed >= 1 and not sample.restarted
     assert sample.seconds >= 0.2
     assert sample_writes(conn, pilot, 0.2).paused  # a fresh sample sees no writes
+
+
+REVISION = '''revision = "{rev}"
+down_revision = {down!r}
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    pass
+
+
+def downgrade():
+    pass
+'''
+
+
+def _graph_app(tmp_path: Path, revisions: dict[str, object]) -> Path:
+    """A migrations directory with only revision files: the graph is read without a database."""
+    app = tmp_path / "graph_app"
+    (app / "migrations" / "versions").mkdir(parents=True)
+    (app / "alembic.ini").write_text("[alembic]\nscript_location = migrations\n")
+    (app / "migrations" / "env.py").write_text("raise SystemExit('env.py must not run to read the graph')\n")
+    (app / "migrations" / "script.py.mako").write_text("")
+    for rev, down in revisions.items():
+        (app / "migrations" / "versions" / f"{rev}.py").write_text(REVISION.format(rev=rev, down=down))
+    return app
+
+
+def test_the_revision_graph_is_read_as_data_with_branches_merges_and_two_heads(conn, tmp_path):
+    """base -> a -> (b, c) -> m (a merge) -> d; and a second branch a -> e: two heads, d and e."""
+    app = _graph_app(tmp_path, {"a": None, "b": "a", "c": "a", "m": ("b", "c"), "d": "m", "e": "a"})
+    alembic = runner(conn, app_dir=app)
+
+    history = alembic.history("unused")
+
+    assert history.parents == {"a": (), "b": ("a",), "c": ("a",), "m": ("b", "c"), "d": ("m",), "e": ("a",)}
+    assert sorted(history.heads) == ["d", "e"]
+    assert history.ancestors("d") == {"a", "b", "c", "m", "d"} and history.ancestors("e") == {"a", "e"}
+    with pytest.raises(Exception, match="'head' is ambiguous: the migrations have 2 heads"):
+        history.resolve("head")
+    # The same graph through a warm interpreter, and through the text a wrapped alembic prints.
+    with AlembicSession(alembic, "unused") as session:
+        assert session.warm and session.history() == history
+    wrapped = runner(conn, command=("env", str(Path(sys.executable).with_name("alembic"))), app_dir=app)
+    assert wrapped.driver_argv() is None
+    from_text = wrapped.history("unused")
+    assert from_text.parents == history.parents and sorted(from_text.heads) == sorted(history.heads)

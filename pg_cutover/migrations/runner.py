@@ -28,8 +28,8 @@ MIGRATION_APPLICATION = "pg-cutover-alembic"
 _MARKER_RE = re.compile(rf"^({re.escape(alembic_driver.BEGIN)}|{re.escape(alembic_driver.END)}) (\d+)(?: (-?\d+) ([\d.]+))?$")
 
 # Only for a wrapped alembic, whose interpreter the driver cannot run in: what `alembic history` prints,
-# "<base> -> 0001_baseline, baseline" / "0001 -> 0002 (head), msg" / "(a, b) -> c (mergepoint), msg"
-_HISTORY_RE = re.compile(r"^(?P<down>.+?) -> (?P<rev>[^\s,]+)(?: \([^)]*\))*, ")
+# "<base> -> 0001_baseline, baseline" / "0001 -> 0002 (head), msg" / "b, c -> m (mergepoint)," (no message)
+_HISTORY_RE = re.compile(r"^(?P<down>.+?) -> (?P<rev>[^\s,]+)(?: \([^)]*\))*(?:,|$)")
 
 
 def resolve_command(argv: list[str]) -> list[str]:

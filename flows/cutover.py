@@ -22,7 +22,7 @@ from pg_cutover.checks.window import Window, check_start
 from pg_cutover.errors import PreflightError
 from pg_cutover.flows.rollback import start_rollback
 from pg_cutover.flows.sections import Cutover
-from pg_cutover.launcher.heartbeats import heartbeats
+from pg_cutover.launcher.prefect_internals import heartbeats
 from pg_cutover.migrations.session import AlembicSession
 from pg_cutover.pg import db
 from pg_cutover.rollback.restore import run_lock_name

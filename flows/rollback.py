@@ -19,7 +19,7 @@ from prefect.runtime import flow_run
 
 from pg_cutover.checks import changes
 from pg_cutover.errors import ConfigError
-from pg_cutover.launcher.heartbeats import heartbeats
+from pg_cutover.launcher.prefect_internals import heartbeats
 from pg_cutover.pg import db
 from pg_cutover.pg.db import TOOL_APPLICATION
 from pg_cutover.rollback import late_writes

@@ -80,8 +80,8 @@ def _empty_is_none(value: object) -> object:
 
 Identifier = Annotated[str, AfterValidator(check_identifier)]
 Revision = Annotated[str, AfterValidator(check_revision)]
-# An empty revision means "not given" (BASELINE_REV= in an env file).
-OptionalRevision = Annotated[str | None, BeforeValidator(_empty_is_none),
+# An empty revision means "not given" (BASELINE_REV= in an env file); blanks are refused like any bad id.
+OptionalRevision = Annotated[str | None, BeforeValidator(lambda v: None if v == "" else v),
                              AfterValidator(lambda v: None if v is None else check_revision(v))]
 PgDuration = Annotated[str, AfterValidator(_duration)]
 DumpCompression = Annotated[str, AfterValidator(_compression)]

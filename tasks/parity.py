@@ -16,7 +16,6 @@ from prefect.cache_policies import NO_CACHE
 from pg_cutover.checks import baseline, equivalence, parity
 from pg_cutover.checks.baseline import Baseline
 from pg_cutover.errors import StepFailed
-from pg_cutover.launcher import early
 from pg_cutover.migrations import safety
 from pg_cutover.migrations.session import AlembicSession
 from pg_cutover.pg.tools import PgClient
@@ -33,17 +32,9 @@ MAX_SQL_CHARS = 60_000  # an artifact is for reading; the whole SQL is in the mi
 
 @task(name="baseline-build", cache_policy=NO_CACHE)
 def build_baseline(kit: Toolkit, pg: PgClient, plan: Plan) -> Baseline:
-    """The baseline from nothing: a new empty database upgraded to BASELINE_REV, fingerprinted, dropped.
-
-    `cutover run` may have built it already while it imported Prefect (pg_cutover.launcher.early).
-    """
-    bootstrap = kit.settings.baseline_bootstrap_argv
-    built = early.take_baseline(kit.alembic, plan.baseline_rev, bootstrap)
-    if built is not None:
-        get_run_logger().info("Baseline %s built from nothing while the command started.", plan.baseline_rev)
-        return built
+    """The baseline from nothing: a new empty database upgraded to BASELINE_REV, fingerprinted, dropped."""
     return baseline.build(kit.conn, pg, kit.alembic, plan.baseline_rev,
-                          derived_name(plan.database, "baseline", plan.timestamp), bootstrap)
+                          derived_name(plan.database, "baseline", plan.timestamp), kit.settings.baseline_bootstrap_argv)
 
 
 def _production_side(kit: Toolkit, pg: PgClient, plan: Plan, name: str, role: str) -> equivalence.Side:

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from pg_cutover.checks.writes import first_reading, take_early_reading
+from pg_cutover.checks.writes import first_reading
 from pg_cutover.errors import PreflightError
 from pg_cutover.migrations.session import AlembicSession
 from pg_cutover.pg.tools import PgClient
@@ -25,13 +25,9 @@ def preflight(kit: Toolkit, baseline_rev: str | None, target_rev: str | None,
 
     `alembic`: production's warm interpreter, which reads the revision graph."""
     settings = kit.settings
-    # The writes-paused sample starts here, so its wait overlaps preflight (see pg_cutover.checks.writes),
-    # or earlier, when `cutover run` read the counters of this database before importing Prefect;
+    # The writes-paused sample starts here, so its wait overlaps preflight (see pg_cutover.checks.writes);
     # when the run stops the backend itself, only writes after that stop count.
-    reading = None
-    if settings.write_freeze == "check":
-        reading = (take_early_reading(kit.conn, settings.postgres_db)
-                   or first_reading(kit.conn, settings.postgres_db))
+    reading = first_reading(kit.conn, settings.postgres_db) if settings.write_freeze == "check" else None
     with ThreadPoolExecutor(1, thread_name_prefix="preflight-s3") as pool:
         # The bucket check is a network round trip: it runs beside the database and alembic checks.
         bucket = pool.submit(store.check_bucket) if store is not None else None

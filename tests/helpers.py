@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from pathlib import Path
 from uuid import UUID
 
 from pg_cutover.pg import db
@@ -117,3 +119,18 @@ def rollback_runs_of(cutover_run_id) -> list:
         return [r for r in runs if r.parameters.get("manifest") == str(cutover_run_id)]
 
     return asyncio.run(read())
+
+
+def processes_with_home(prefect_home: Path) -> list[str]:
+    """Command lines of live processes whose environment names this PREFECT_HOME."""
+    marker = f"PREFECT_HOME={prefect_home}".encode() + b"\0"
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if marker in (proc / "environ").read_bytes() + b"\0":
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue
+    return found

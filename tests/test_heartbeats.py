@@ -6,7 +6,7 @@ import pytest
 from prefect import flow
 from prefect.runtime import flow_run
 
-from pg_cutover.launcher.heartbeats import engine_heartbeats_replaced, heartbeats
+from pg_cutover.launcher.prefect_internals import engine_heartbeats_replaced, heartbeats
 from tests.helpers import heartbeat_events
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -33,3 +33,16 @@ def test_a_run_started_any_other_way_keeps_the_engines_heartbeats_alone():
     run_id = probe()
     (event,) = heartbeat_events(run_id)  # the engine's; the flow's own would be a second
     assert event["resource"]["prefect.resource.id"] == f"prefect.flow-run.{run_id}"
+
+
+def test_the_flows_heartbeat_carries_what_the_engines_does():
+    """Fails when the installed Prefect changes its heartbeat: zombie detection matches on these."""
+    (engine,) = heartbeat_events(probe())
+    with engine_heartbeats_replaced():
+        (ours,) = heartbeat_events(probe())
+
+    def shape(event):
+        return (event["event"], sorted(event["resource"]), [(r["prefect.resource.role"], r.get("prefect.resource.name"))
+                                                           for r in event["related"]])
+
+    assert shape(ours) == shape(engine)

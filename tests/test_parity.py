@@ -269,14 +269,11 @@ def test_data_parity_catches_deleted_and_changed_rows_and_skips_big_tables(conn,
 
         # Production's half read ahead (beside the restore) and scratch's known counts: a table
         # over the limit takes the count it is given, a checksummed one is still read in full.
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(1) as pool:
-            ahead = pool.submit(parity.read_data_side, conn, pilot, ["public.breweries", "public.reviews"],
-                                checksum_max_bytes=small, known_rows={"public.reviews": 400})
-            reused = parity.data_parity(conn, pilot, copy_db, ["public.breweries", "public.reviews"],
-                                        checksum_max_bytes=small, side_a=ahead,
-                                        known_rows_b={"public.reviews": 399, "public.breweries": 1}).set_index("table")
+        ahead = parity.read_data_side(conn, pilot, ["public.breweries", "public.reviews"],
+                                      checksum_max_bytes=small, known_rows={"public.reviews": 400})
+        reused = parity.data_parity(conn, pilot, copy_db, ["public.breweries", "public.reviews"],
+                                    checksum_max_bytes=small, stats_a=ahead,
+                                    known_rows_b={"public.reviews": 399, "public.breweries": 1}).set_index("table")
         assert reused.loc["public.reviews", ["rows_a", "rows_b"]].tolist() == [400, 399]
         assert reused.loc["public.breweries", "rows_b"] == mixed.loc["public.breweries", "rows_b"] != 1
         assert reused["equal"].to_dict() == mixed["equal"].to_dict()

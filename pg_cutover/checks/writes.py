@@ -12,16 +12,12 @@ Right before the first production change `changes_since` compares the counters w
 the sample's first reading, so a write anywhere between the sample's start and the
 stamp (after the backup, which a rollback would lose) stops the run too.
 
-The sample may start early (`first_reading` at preflight). `cutover run` starts it
-earlier still: the command line reads the counters before it imports Prefect
-(`remember_early_reading`), and preflight takes that reading (`take_early_reading`)
-when it was read from the same server and database, so the imports and Prefect's
-start-up count toward the sample. An earlier start only lengthens the sample.
+The sample starts early (`first_reading` at preflight), so its wait overlaps preflight,
+the approval and the baseline parity. An earlier start only lengthens the sample.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -79,34 +75,6 @@ def first_reading(conn: ConnInfo, dbname: str) -> CounterReading | None:
             return CounterReading(dbname, _counters(cur, dbname), time.monotonic())
     except Exception:
         return None
-
-
-# The reading `cutover run` took before importing Prefect, with the server it was read from;
-# process-local, taken at most once.
-_early: tuple[str, int, CounterReading] | None = None
-_early_lock = threading.Lock()
-
-
-def remember_early_reading(conn: ConnInfo, dbname: str) -> CounterReading | None:
-    """Take the sample's start now and keep it for this process's preflight; None (nothing kept) when unreadable."""
-    global _early
-    reading = first_reading(conn, dbname)
-    with _early_lock:
-        _early = (conn.host, conn.port, reading) if reading is not None else None
-    return reading
-
-
-def take_early_reading(conn: ConnInfo, dbname: str) -> CounterReading | None:
-    """The remembered reading if it was read from this host, port and database; handed out once."""
-    global _early
-    with _early_lock:
-        if _early is None:
-            return None
-        host, port, reading = _early
-        if (host, port, reading.database) != (conn.host, conn.port, dbname):
-            return None
-        _early = None
-        return reading
 
 
 @dataclass

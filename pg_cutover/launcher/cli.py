@@ -10,26 +10,25 @@ from typing import TYPE_CHECKING
 from pg_cutover.errors import ConfigError, CutoverError
 
 if TYPE_CHECKING:
-    from pg_cutover.settings import Settings
+    pass
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pg_cutover.launcher.tempserver import temporary_server
+    from pg_cutover.launcher.prefect_internals import temporary_server
     from pg_cutover.settings import load_settings
 
-    settings = load_settings()  # a bad setting is reported before Prefect starts
+    load_settings()  # a bad setting is reported before Prefect starts
     if not args.dry_run and not (args.approved_by and args.confirm_checklist):
         # On the command line nobody can answer the UI's form: approval comes as flags.
         raise ConfigError("cutover run needs --approved-by NAME and --confirm-checklist (or --dry-run); "
                           "to answer the checklist form instead, run the cutover deployment from the Prefect UI.")
     # Before Prefect is imported (1.5-5 s with its start-up): with no Prefect API configured, the
-    # temporary server boots meanwhile (pg_cutover.launcher.tempserver), and the writes-paused sample starts now.
-    with temporary_server() as server, _early_baseline(settings, args.baseline_rev,
-                                                        reachable=_early_write_reading(settings)):
+    # temporary server boots meanwhile (pg_cutover.launcher.prefect_internals).
+    with temporary_server() as server:
         from prefect.exceptions import CancelledRun
 
         from pg_cutover.flows.cutover import cutover
-        from pg_cutover.launcher.heartbeats import engine_heartbeats_replaced
+        from pg_cutover.launcher.prefect_internals import engine_heartbeats_replaced
         from pg_cutover.runbook.checklist import Checklist
 
         if server is not None:
@@ -53,48 +52,8 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _early_write_reading(settings: "Settings") -> bool:
-    """The writes-paused sample's first counter reading, for the flow's preflight (pg_cutover.checks.writes).
-
-    The same server and user as Toolkit.from_settings, without importing the toolkit's modules, and
-    a short connect timeout: when the reading fails nothing is kept and preflight takes its own.
-    True when the database answered.
-    """
-    if settings.write_freeze != "check":
-        return False
-    from pg_cutover.checks.writes import remember_early_reading
-    from pg_cutover.pg.db import ConnInfo
-
-    conn = ConnInfo(host=settings.postgres_host, port=settings.postgres_port, user=settings.postgres_user,
-                    password=settings.password, connect_timeout=3)
-    return remember_early_reading(conn, settings.postgres_db) is not None
-
-
-def _early_baseline(settings: "Settings", baseline_rev: str | None, *, reachable: bool):
-    """The baseline built from nothing, in a thread while Prefect is imported (pg_cutover.launcher.early).
-
-    Only when the database answered the early reading and the revision is well-formed: anything
-    else is left to the flow's preflight, which reports it.
-    """
-    import contextlib
-
-    from pg_cutover.settings import check_revision
-
-    revision = baseline_rev or settings.baseline_rev
-    try:
-        if not (reachable and revision):
-            return contextlib.nullcontext()
-        check_revision(revision)
-    except ValueError:
-        return contextlib.nullcontext()
-    from pg_cutover.launcher.early import baseline_build
-    from pg_cutover.toolkit import Toolkit
-
-    return baseline_build(Toolkit.from_settings(settings), settings.postgres_db, revision)
-
-
 def _rollback(args: argparse.Namespace) -> int:
-    from pg_cutover.launcher.tempserver import temporary_server
+    from pg_cutover.launcher.prefect_internals import temporary_server
     from pg_cutover.settings import load_settings
 
     load_settings()
@@ -112,7 +71,7 @@ def _rollback(args: argparse.Namespace) -> int:
 
         reason = reason or unreachable()
         if reason is None:
-            from pg_cutover.launcher.heartbeats import engine_heartbeats_replaced
+            from pg_cutover.launcher.prefect_internals import engine_heartbeats_replaced
 
             with engine_heartbeats_replaced():
                 summary = rollback(manifest=args.manifest, strategy=args.strategy,

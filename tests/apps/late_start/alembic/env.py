@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from alembic import context
-from late_app.settings import database_url
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
+
+from late_app.settings import database_url
 
 
 def run_migrations_offline() -> None:

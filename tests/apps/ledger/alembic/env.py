@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from alembic import context
-from ledger_app.settings import database_url
 from sqlalchemy import engine_from_config
 from sqlalchemy.pool import NullPool
+
+from ledger_app.settings import database_url
 
 config = context.config
 config.set_main_option("sqlalchemy.url", database_url().replace("%", "%%"))

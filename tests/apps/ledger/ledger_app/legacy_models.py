@@ -9,27 +9,8 @@ generated column, a view and foreign keys with actions.
 
 from __future__ import annotations
 
-from sqlalchemy import (
-    DDL,
-    BigInteger,
-    CheckConstraint,
-    Column,
-    Computed,
-    DateTime,
-    Enum,
-    ForeignKey,
-    Identity,
-    Index,
-    Integer,
-    MetaData,
-    Numeric,
-    Sequence,
-    String,
-    Text,
-    event,
-    func,
-    text,
-)
+from sqlalchemy import (DDL, BigInteger, CheckConstraint, Column, Computed, DateTime, Enum, ForeignKey, Identity,
+                        Index, Integer, MetaData, Numeric, Sequence, String, Text, event, func, text)
 from sqlalchemy.dialects.postgresql import DOMAIN, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase
 

@@ -1,6 +1,6 @@
 """Items get a status: the first revision, written against tables create_all had made."""
-import sqlalchemy as sa
 from alembic import op
+import sqlalchemy as sa
 
 revision = "0001_item_status"
 down_revision = None

@@ -1,6 +1,6 @@
 """Tags are looked up without regard to case."""
-import sqlalchemy as sa
 from alembic import op
+import sqlalchemy as sa
 
 revision = "0002_tag_label_index"
 down_revision = "0001_item_status"

@@ -1,6 +1,6 @@
 """The legacy schema, written as a revision: what create_all of legacy_models built."""
-import sqlalchemy as sa
 from alembic import op
+import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 revision = "0001_baseline"

@@ -3,8 +3,8 @@
 The data migration reads rows to decide what to write, so it cannot be rendered
 as offline SQL (`alembic upgrade --sql`), as many real data migrations cannot.
 """
-import sqlalchemy as sa
 from alembic import op
+import sqlalchemy as sa
 
 revision = "0002_archived_accounts"
 down_revision = "0001_baseline"

@@ -1,6 +1,6 @@
 """Where an entry came from: another varchar IN check and an index on an expression, in batch mode."""
-import sqlalchemy as sa
 from alembic import op
+import sqlalchemy as sa
 
 revision = "0003_entry_channel"
 down_revision = "0002_archived_accounts"

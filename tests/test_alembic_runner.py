@@ -1,4 +1,4 @@
-"""Alembic commands on one database in one interpreter, each with its own transcript; the early writes sample."""
+"""Alembic commands on one database in one interpreter, each with its own transcript; the writes sample."""
 
 from __future__ import annotations
 
@@ -142,8 +142,20 @@ def test_writes_after_an_early_first_reading_count(conn, pilot):
     sample = sample_writes(conn, pilot, 0.2, since=reading)
 
     assert not sample.paused and sample.tuples_changed >= 1 and not sample.restarted
-    assert sample.seconds >= 0.2
     assert sample_writes(conn, pilot, 0.2).paused  # a fresh sample sees no writes
+
+
+def test_a_long_sample_ends_at_the_first_write_it_sees(conn, pilot):
+    from pg_cutover.checks.writes import begin_sample, finish_sample
+
+    start = begin_sample(conn, pilot, 600)
+    with db.connect(conn, pilot) as writer, writer.cursor() as cur:
+        cur.execute("UPDATE breweries SET city = city WHERE id = 1")
+
+    sample = finish_sample(conn, pilot, 600, start)  # would take ten minutes without the write
+
+    assert not sample.paused and sample.tuples_changed >= 1
+    assert sample.seconds < 600  # what it covered before it saw the write, not what was asked
 
 
 REVISION = '''revision = "{rev}"

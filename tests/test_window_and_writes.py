@@ -80,8 +80,9 @@ def _run_with_a_late_writer(conn, pilot: str, ready):
 
 
 def test_a_write_during_the_sample_beside_the_backup_stops_the_run_untouched(prefect_api, conn, pilot, cutover_env):
-    # The sample (3 s + the flush beat) runs beside the backup: the write lands once the scratch copy exists.
-    cutover_env.setenv("CUTOVER_WRITE_SAMPLE_SECONDS", "3")
+    # The sample runs beside the backup: the write lands once the scratch copy exists. The sample ends
+    # at the first change it sees, so a long one covers the write however slow the machine is.
+    cutover_env.setenv("CUTOVER_WRITE_SAMPLE_SECONDS", "120")
 
     state, m = _run_with_a_late_writer(conn, pilot, _scratch_exists)
 

@@ -39,6 +39,7 @@ FLUSH_BEAT = 1.0
 # An early reading older than this beyond the sample (the run waited for the checklist form)
 # no longer says anything about "now" when it shows writes: the sample starts again instead.
 STALE_AFTER = 30.0
+POLL = 0.25
 
 
 @dataclass
@@ -105,15 +106,25 @@ def begin_sample(conn: ConnInfo, dbname: str, seconds: float, since: CounterRead
 
 
 def finish_sample(conn: ConnInfo, dbname: str, seconds: float, start: SampleStart) -> WriteSample:
-    """No tuple changed over at least `seconds` (+ the flush beat) from the start's reading, and nobody holds a transaction id."""
+    """No tuple changed over at least `seconds` (+ the flush beat) from the start's reading, and nobody holds a transaction id.
+
+    The counters are read every POLL seconds meanwhile: the first change ends the sample at once,
+    so a long sample costs nothing when writes are going on, and nothing is lost when they are not.
+    """
     since = start.reading
+    deadline = since.at + seconds + (FLUSH_BEAT if seconds else 0.0)
     with connect(conn, "postgres") as c, c.cursor() as cur:
-        time.sleep(max(0.0, since.at + seconds + (FLUSH_BEAT if seconds else 0.0) - time.monotonic()))
-        after = _counters(cur, dbname)
+        while True:
+            after = _counters(cur, dbname)
+            left = deadline - time.monotonic()
+            if after != since.tuples or left <= 0:
+                break
+            time.sleep(min(left, POLL))
         covered = time.monotonic() - since.at - (FLUSH_BEAT if seconds else 0.0)
         writers = writers_holding_xids(cur, dbname)
-    return WriteSample(seconds=max(covered, seconds), tuples_changed=after - since.tuples, writers=writers,
-                       restarted=start.restarted, start=since)
+    changed = after - since.tuples
+    return WriteSample(seconds=covered if changed else max(covered, seconds), tuples_changed=changed,
+                       writers=writers, restarted=start.restarted, start=since)
 
 
 def sample_writes(conn: ConnInfo, dbname: str, seconds: float, since: CounterReading | None = None) -> WriteSample:

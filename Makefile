@@ -18,12 +18,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
+# Two test processes (pytest-xdist): most tests wait on PostgreSQL, subprocesses or Prefect, not the CPU.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 # Everything but the end-to-end tier (flows against a Prefect API): unit and integration tests.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not e2e"
+	$(BIN)/python -m pytest -n 2 -m "not e2e"
 
 # issue 8's benchmark: the runbook by hand against `cutover run` on a 1 GB pilot (see BENCHMARKS.md)
 bench: $(STAMP)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import importlib
 import threading
+import uuid
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -20,6 +21,7 @@ from prefect.states import Cancelled, State
 
 from pg_cutover.checks.window import Window, check_start
 from pg_cutover.errors import PreflightError
+from pg_cutover.flows.inflight import InFlight
 from pg_cutover.flows.rollback import start_rollback
 from pg_cutover.flows.sections import Cutover
 from pg_cutover.launcher.prefect_internals import heartbeats
@@ -28,10 +30,12 @@ from pg_cutover.pg import db
 from pg_cutover.rollback.restore import run_lock_name
 from pg_cutover.runbook.checklist import Checklist
 from pg_cutover.runbook.inventory import Target
-from pg_cutover.runbook.plan import Plan
+from pg_cutover.runbook.plan import Plan, derived_name
+from pg_cutover.settings import check_revision
 from pg_cutover.storage.s3 import S3Store
 from pg_cutover.tasks.checklist import approve, record_window
 from pg_cutover.tasks.evidence import evidence_drained
+from pg_cutover.tasks.parity import build_baseline
 from pg_cutover.tasks.preflight import preflight
 from pg_cutover.tasks.targets import target_settings
 from pg_cutover.toolkit import Toolkit
@@ -73,7 +77,8 @@ def cutover(
         target: Another database than the worker's POSTGRES_DB (set by the fleet flow): its settings over the worker's; a password by reference only.
     """
     log = get_run_logger()
-    with heartbeats(), evidence_drained(log):  # artifacts all in the API before the run's final state
+    # Artifacts all in the API before the run's final state; work in flight settled before that.
+    with heartbeats(), evidence_drained(log), InFlight() as inflight:
         # pandas is first needed by baseline parity: imported while preflight waits on PostgreSQL.
         threading.Thread(target=importlib.import_module, args=("pandas",), daemon=True).start()
         settings = target_settings(target)
@@ -84,6 +89,7 @@ def cutover(
         started = record_window(settings.postgres_db, check_start(window), "start")
         if not started.ok:
             return Cancelled(name="Deferred", message=f"Deferred: {started.reason}; nothing was changed.")
+        _build_baseline_ahead(kit, baseline_rev or settings.baseline_rev, inflight)
         # Production's alembic interpreter starts now and serves every alembic command on production:
         # the revision graph at preflight, the upgrade's offline SQL, then stamp and upgrade.
         with AlembicSession(kit.alembic, settings.postgres_db) as prod_alembic:
@@ -99,7 +105,7 @@ def cutover(
                     if refusal:
                         return Cancelled(name="NotApproved", message=f"Not approved: {refusal}; nothing was changed.")
 
-                with Cutover(settings, kit, window, plan, pg, store, prod_alembic, answers, dry_run=dry_run,
+                with Cutover(settings, kit, window, plan, pg, store, prod_alembic, answers, inflight, dry_run=dry_run,
                              rollback_on_failure=rollback_on_failure) as run:
                     if plan.at_target:
                         return run.nothing_to_change()
@@ -115,6 +121,27 @@ def cutover(
                     run.upgrade_production()           # 4. stamp + upgrade
                     run.validate()                     # 5. validation
                     return run.clean_up(cleanup_scratch)  # 7. cleanup
+
+
+def _build_baseline_ahead(kit: Toolkit, revision: str | None, inflight: InFlight) -> None:
+    """Start building the baseline from nothing now, beside preflight and the approval, when it will be needed.
+
+    A database not yet under Alembic is stamped after baseline parity, whose baseline depends only on
+    the server, the migrations and the revision. Anything unusual (an unreachable server, a malformed
+    revision, missing pg tools) is left to preflight, which says it in its own words; the sections
+    build their own baseline when this one was not started or was for another revision.
+    """
+    try:
+        check_revision(revision or "")
+        if db.alembic_revision(kit.conn, kit.settings.postgres_db) is not None:
+            return  # already under Alembic: no stamp, no baseline parity
+        pg = kit.pg_client(db.probe(kit.conn, "postgres") // 10000)
+    except Exception:
+        return
+    # Unique among runs started in the same second: the cutover's lock is only taken after preflight.
+    name = derived_name(kit.settings.postgres_db, "baseline",
+                        f"{datetime.now(timezone.utc):%Y%m%d_%H%M%S}_{uuid.uuid4().hex[:6]}")
+    inflight.start(f"baseline-build:{revision}", build_baseline.submit(kit, pg, revision, name))
 
 
 @contextmanager

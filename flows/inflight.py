@@ -52,6 +52,12 @@ class InFlight:
         yield self._held[name][0]
         del self._held[name]
 
+    def __enter__(self) -> "InFlight":
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        self.settle(failed=exc is not None)
+
     def settle(self, *, failed: bool) -> None:
         """Settle every piece still held, newest first; one that fails to settle does not stop the others."""
         while self._held:

@@ -29,7 +29,7 @@ from pg_cutover.pg.tools import PgClient
 from pg_cutover.rollback import late_writes
 from pg_cutover.runbook import steps
 from pg_cutover.runbook.manifest import Manifest, RunRecorder
-from pg_cutover.runbook.plan import Plan
+from pg_cutover.runbook.plan import Plan, derived_name
 from pg_cutover.settings import Settings
 from pg_cutover.storage.s3 import S3Store
 from pg_cutover.tasks.backup import full_backup, schema_snapshot, verify_backup
@@ -64,7 +64,7 @@ class Cutover:
     """
 
     def __init__(self, settings: Settings, kit: Toolkit, window: Window, plan: Plan, pg: PgClient,
-                 store: S3Store | None, prod_alembic: AlembicSession, answers: dict[str, Any], *,
+                 store: S3Store | None, prod_alembic: AlembicSession, answers: dict[str, Any], inflight: InFlight, *,
                  dry_run: bool, rollback_on_failure: bool):
         self.settings, self.kit, self.window, self.plan, self.pg, self.store = settings, kit, window, plan, pg, store
         self.prod_alembic = prod_alembic
@@ -90,7 +90,8 @@ class Cutover:
             at_target=plan.at_target, dry_run=dry_run, sampled=settings.write_freeze != "off",
             mirrored=store is not None, linted=settings.lint != "off"))
         self.rec.listeners.append(self.progress.step_finished)
-        self.inflight = InFlight()
+        self.inflight = inflight  # the flow's: it may hold the baseline build started before preflight
+        self.baseline_key = f"baseline-build:{plan.baseline_rev}"
         self.stopped_backend = False  # by this run (CUTOVER_WRITE_FREEZE=stop-service), and not started again yet
         self.write_reading = None  # the writes sample's first reading, once the sample has passed
         self.scratch_schema: dict | None = None
@@ -101,8 +102,9 @@ class Cutover:
         # Work that needs no production state runs beside the critical path from the start.
         plan, kit = self.plan, self.kit
         if not plan.at_target:
-            if plan.needs_stamp:
-                self.inflight.start("baseline-build", build_baseline.submit(kit, self.pg, plan))
+            if plan.needs_stamp and not self.inflight.has(self.baseline_key):
+                self.inflight.start(self.baseline_key, build_baseline.submit(
+                    kit, self.pg, plan.baseline_rev, derived_name(plan.database, "baseline", plan.timestamp)))
             if self.settings.lint != "off":
                 # It uses production's interpreter: waited for before that interpreter closes.
                 self.inflight.start("upgrade-sql", upgrade_sql.submit(kit, plan, self.prod_alembic))
@@ -147,11 +149,11 @@ class Cutover:
 
     def check_baseline_parity(self) -> None:
         """3. (first) The claim `alembic stamp` makes: the pilot is exactly the baseline."""
-        if not self.inflight.has("baseline-build"):
+        if not self.plan.needs_stamp:
             self.rec.skip("baseline-parity", f"no stamp: production is already at {self.plan.revision_before}")
             return
         with self.rec.step("baseline-parity") as step:
-            result = baseline_parity(self.kit, self.pg, self.plan, self.inflight.take("baseline-build").result())
+            result = baseline_parity(self.kit, self.pg, self.plan, self.inflight.take(self.baseline_key).result())
             step.detail = {"summary": f"equal to the baseline ({result['accepted']} allowed differences; "
                                       f"{result['compared']})"}
             if result["bootstrap"]:

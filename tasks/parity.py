@@ -31,10 +31,9 @@ MAX_SQL_CHARS = 60_000  # an artifact is for reading; the whole SQL is in the mi
 
 
 @task(name="baseline-build", cache_policy=NO_CACHE)
-def build_baseline(kit: Toolkit, pg: PgClient, plan: Plan) -> Baseline:
-    """The baseline from nothing: a new empty database upgraded to BASELINE_REV, fingerprinted, dropped."""
-    return baseline.build(kit.conn, pg, kit.alembic, plan.baseline_rev,
-                          derived_name(plan.database, "baseline", plan.timestamp), kit.settings.baseline_bootstrap_argv)
+def build_baseline(kit: Toolkit, pg: PgClient | None, baseline_rev: str, name: str) -> Baseline:
+    """The baseline from nothing: a new empty database `name` upgraded to BASELINE_REV, fingerprinted, dropped."""
+    return baseline.build(kit.conn, pg, kit.alembic, baseline_rev, name, kit.settings.baseline_bootstrap_argv)
 
 
 def _production_side(kit: Toolkit, pg: PgClient, plan: Plan, name: str, role: str) -> equivalence.Side:

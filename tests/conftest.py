@@ -52,6 +52,9 @@ _SERVICE_FIXTURES = {"pg_target", "conn", "s3_endpoint"}
 
 
 def pytest_collection_modifyitems(config, items):
+    # The longest tests (a real server and workers, minutes each) start first: with the suite spread
+    # over two processes (`make test`), none of them is left to run alone at the end.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     for item in items:
         needs = set(getattr(item, "fixturenames", ()))
         if item.get_closest_marker("e2e") is None and needs & _E2E_FIXTURES:

@@ -121,7 +121,7 @@ def make_plan(kit: Toolkit, baseline_rev: str | None, target_rev: str | None,
             raise
         history = graph.result()
     if not history.parents:
-        raise PreflightError(f"CUTOVER_ALEMBIC_DIR={str(settings.alembic_dir)!r}: `alembic history` listed no revisions.")
+        raise PreflightError(f"CUTOVER_ALEMBIC_DIR={str(settings.alembic_dir)!r}: the migrations there have no revisions.")
     if not history.knows(baseline):
         raise PreflightError(
             f"BASELINE_REV={baseline!r} is not a revision of the migrations in CUTOVER_ALEMBIC_DIR "

@@ -31,7 +31,6 @@ from pg_cutover.rollback.restore import run_lock_name
 from pg_cutover.runbook.checklist import Checklist
 from pg_cutover.runbook.inventory import Target
 from pg_cutover.runbook.plan import Plan, derived_name
-from pg_cutover.settings import check_revision
 from pg_cutover.storage.s3 import S3Store
 from pg_cutover.tasks.checklist import approve, record_window
 from pg_cutover.tasks.evidence import evidence_drained
@@ -39,6 +38,7 @@ from pg_cutover.tasks.parity import build_baseline
 from pg_cutover.tasks.preflight import preflight
 from pg_cutover.tasks.targets import target_settings
 from pg_cutover.toolkit import Toolkit
+from pg_cutover.values import check_revision
 
 __all__ = ["cutover", "start_rollback"]
 

@@ -17,10 +17,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pg_cutover.errors import ConfigError
-from pg_cutover.values import (  # noqa: F401  the checks and forms are also imported from here
+from pg_cutover.values import (
     IDENTIFIER_FORM,
-    IDENTIFIER_RE,
-    REVISION_RE,
     CommandLine,
     DumpCompression,
     EndpointUrl,
@@ -28,8 +26,6 @@ from pg_cutover.values import (  # noqa: F401  the checks and forms are also imp
     Identifier,
     OptionalRevision,
     PgDuration,
-    check_identifier,
-    check_revision,
 )
 
 # The runbook's own names; every other setting is CUTOVER_ plus the field's name.

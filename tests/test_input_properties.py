@@ -22,7 +22,8 @@ from pg_cutover.launcher.embedded import REPO_ROOT
 from pg_cutover.pg import db
 from pg_cutover.runbook.checklist import Checklist
 from pg_cutover.runbook.plan import derived_name
-from pg_cutover.settings import IDENTIFIER_RE, REVISION_RE, load_settings
+from pg_cutover.settings import load_settings
+from pg_cutover.values import IDENTIFIER_RE, REVISION_RE
 from tests.conftest import BASELINE, HEAD
 from tests.helpers import data_fingerprint, databases_like
 

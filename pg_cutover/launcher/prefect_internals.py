@@ -57,7 +57,7 @@ SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREF
 # Prefect's own answer, in a child process: whether an API is configured anywhere it looks
 # (environment, profiles, .env, prefect.toml, pyproject.toml), and the UI URL it would link to.
 _RESOLVE = ("import json\nfrom prefect.settings import get_current_settings\ns = get_current_settings()\n"
-            "print(json.dumps({'api_url': s.api.url, 'ui_url': s.ui_url, 'home': str(s.home)}))")
+            "print(json.dumps({'api_url': s.api.url, 'ui_url': s.ui_url}))")
 RESOLVE_TIMEOUT = 60.0
 
 
@@ -69,7 +69,7 @@ def _prefect_package_dir() -> Path | None:
 
 
 def prefect_settings() -> dict | None:
-    """What Prefect itself resolves for the API URL, UI URL and home; None when it could not say."""
+    """What Prefect itself resolves for the API URL and the UI URL; None when it could not say."""
     try:
         proc = subprocess.run([sys.executable, "-c", _RESOLVE], capture_output=True, text=True,
                               timeout=RESOLVE_TIMEOUT, stdin=subprocess.DEVNULL)

@@ -19,8 +19,8 @@ from pg_cutover.errors import PreflightError
 from pg_cutover.migrations.session import AlembicSession
 from pg_cutover.pg import db
 from pg_cutover.pg.tools import PgClient
-from pg_cutover.settings import check_revision
 from pg_cutover.toolkit import Toolkit
+from pg_cutover.values import check_revision
 
 
 @dataclass

@@ -13,7 +13,7 @@ import threading
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -21,6 +21,7 @@ from prefect.states import Cancelled, State
 
 from pg_cutover.checks.window import Window, check_start
 from pg_cutover.errors import PreflightError
+from pg_cutover.flows.clone_sections import CloneCutover
 from pg_cutover.flows.inflight import InFlight
 from pg_cutover.flows.rollback import start_rollback
 from pg_cutover.flows.sections import Cutover
@@ -61,6 +62,7 @@ def cutover(
     window_minutes: int | None = None,
     rollback_on_failure: bool = True,
     target: Target | None = None,
+    strategy: Literal["runbook", "clone"] | None = None,
 ) -> dict[str, Any] | State:
     """
     Args:
@@ -75,6 +77,7 @@ def cutover(
         window_minutes: Length of the maintenance window from the scheduled start (default CUTOVER_WINDOW_MINUTES; CUTOVER_WINDOW_END also works).
         rollback_on_failure: Let a failure after production was touched be rolled back without a human.
         target: Another database than the worker's POSTGRES_DB (set by the fleet flow): its settings over the worker's; a password by reference only.
+        strategy: "runbook" backs up, dry-runs on a restored scratch copy and upgrades production in place; "clone" upgrades a file-level clone of the paused database and swaps the names (a window of seconds per GB, a rollback of two renames). Default CUTOVER_STRATEGY (runbook).
     """
     log = get_run_logger()
     # Artifacts all in the API before the run's final state; work in flight settled before that.
@@ -93,7 +96,8 @@ def cutover(
         # Production's alembic interpreter starts now and serves every alembic command on production:
         # the revision graph at preflight, the upgrade's offline SQL, then stamp and upgrade.
         with AlembicSession(kit.alembic, settings.postgres_db) as prod_alembic:
-            plan, pg, store = preflight(kit, baseline_rev, target_rev, S3Store.from_settings(settings), prod_alembic)
+            plan, pg, store = preflight(kit, baseline_rev, target_rev, S3Store.from_settings(settings), prod_alembic,
+                                        strategy or settings.strategy)
             with _cutover_lock(kit, plan):
                 # 1. Checklist: pre-approved by parameters, or answered in the UI's form while the run waits.
                 answers: dict[str, Any] = {"mode": "not needed: production is already at the target"}
@@ -105,20 +109,29 @@ def cutover(
                     if refusal:
                         return Cancelled(name="NotApproved", message=f"Not approved: {refusal}; nothing was changed.")
 
-                with Cutover(settings, kit, window, plan, pg, store, prod_alembic, answers, inflight, dry_run=dry_run,
-                             rollback_on_failure=rollback_on_failure) as run:
+                clone = plan.strategy == "clone"
+                with (CloneCutover if clone else Cutover)(
+                        settings, kit, window, plan, pg, store, prod_alembic, answers, inflight, dry_run=dry_run,
+                        rollback_on_failure=rollback_on_failure) as run:
                     if plan.at_target:
                         return run.nothing_to_change()
                     run.check_writes_paused()          # 1. writes paused, checked
                     run.check_baseline_parity()        # 3. (first) the claim `alembic stamp` makes
-                    run.back_up()                      # 2. backup, verified; the off-site copy uploads beside
-                    run.dry_run_on_scratch()           # 3. restore, data parity, amcheck, migrate the copy
+                    if clone:
+                        run.clone()                    # 3. the paused database cloned, data parity, amcheck
+                        run.upgrade_clone()            # 3. stamp + upgrade the clone, schema parity
+                    else:
+                        run.back_up()                  # 2. backup, verified; the off-site copy uploads beside
+                        run.dry_run_on_scratch()       # 3. restore, data parity, amcheck, migrate the copy
                     if dry_run:
                         return run.end_dry_run(cleanup_scratch)
                     run.review_upgrade_sql()           # 4. (before) the SQL production is about to run
                     if not run.window_fits():          # 1. (again) time left for the upgrade and a rollback
                         return run.defer(cleanup_scratch)
-                    run.upgrade_production()           # 4. stamp + upgrade
+                    if clone:
+                        run.swap()                     # 4. the upgraded clone takes production's name
+                    else:
+                        run.upgrade_production()       # 4. stamp + upgrade
                     run.validate()                     # 5. validation
                     return run.clean_up(cleanup_scratch)  # 7. cleanup
 
@@ -165,7 +178,8 @@ def _form_description(plan, settings) -> str:
     return (
         f"## Cutover of `{plan.database}` on `{settings.postgres_host}:{settings.postgres_port}`\n\n"
         f"Revision now: `{plan.revision_before or 'none (legacy)'}`; target `{plan.target_rev}` "
-        f"(baseline `{plan.baseline_rev}`{', stamped first' if plan.needs_stamp else ''}).\n\n"
+        f"(baseline `{plan.baseline_rev}`{', stamped first' if plan.needs_stamp else ''}); strategy "
+        f"`{plan.strategy}`.\n\n"
         "Tick every item of runbook section 1 and name the operator, reviewer and rollback owner. "
         "Anything unticked or left empty ends the run without changing anything."
     )

@@ -46,6 +46,7 @@ from pg_cutover.tasks.rollback import (
     start_backend,
     stop_backend,
     swap,
+    swap_back,
     verify_restored,
 )
 from pg_cutover.tasks.targets import flow_run_target, target_settings
@@ -191,31 +192,10 @@ def _roll_back(run: _Steps, manifest: str, strategy: str, automatic: bool, targe
             with rec.rollback_step("stop-backend") as step:
                 step.detail = {"summary": kit.rollback_service.describe("stop")}  # before: a failure names it too
                 run(stop_backend, kit)
-            with rec.rollback_step("fetch-backup"):
-                dump, origin = run(fetch_backup, m, store, source.run_dir / "restore")
-                m.rollback.restored_from, m.rollback.restored_sha256 = origin, m.backup.sha256
-            if strategy == "rename":
-                # 6.2/6.3 without dropping anything: restore beside production, then swap names.
-                restored = unique_name(kit.conn, database, "restore")
-                with rec.rollback_step("restore") as step:
-                    counts = run(restore_copy, pg, kit, restored, dump, m.row_counts)
-                    step.detail = {"summary": f"{sum(counts.values())} rows in {len(counts)} tables into {restored}"}
-                _carry_properties(run, rec, kit, database, restored)
-                failed_name = unique_name(kit.conn, database, "failed")
-                with rec.rollback_step("swap") as step:
-                    run(swap, kit, database, restored, failed_name)
-                    m.rollback.failed_database = failed_name
-                    step.detail = {"summary": f"{database} -> {failed_name}; {restored} -> {database}"}
+            if m.strategy == "clone":
+                _swap_back(run, rec, kit, m)
             else:
-                # The runbook's drop, recreate, restore; but production waits aside, not dropped,
-                # until the restore under its name has been verified.
-                aside = unique_name(kit.conn, database, "failed")
-                with rec.rollback_step("drop-recreate") as step:
-                    counts = run(drop_recreate, pg, kit, database, aside, dump, m.row_counts)
-                    m.rollback.failed_database = aside
-                    step.detail = {"summary": f"{database} -> {aside}; {sum(counts.values())} rows restored "
-                                              f"into {database}"}
-                _carry_properties(run, rec, kit, aside, database)
+                aside = _restore_backup(run, rec, kit, pg, m, source, store, strategy)
             with rec.rollback_step("verify"):
                 m.rollback.revision_after = run(verify_restored, kit, m)
                 m.rollback.production_state = _settled(kit, database, "after the rollback's restore")
@@ -226,7 +206,7 @@ def _roll_back(run: _Steps, manifest: str, strategy: str, automatic: bool, targe
             if strategy == "drop-recreate":
                 _drop_aside(run, rec, pg, m)
             m.rollback.status = "restored"
-            _attempt(m, me, "restored from the backup")
+            _attempt(m, me, "swapped back to the original" if m.strategy == "clone" else "restored from the backup")
         except BaseException as exc:
             m.rollback.status = "failed"
             state = _production_state(kit, database, m.rollback.failed_database or aside)
@@ -243,6 +223,47 @@ def _roll_back(run: _Steps, manifest: str, strategy: str, automatic: bool, targe
              m.rollback.failed_database)
     return {"status": "restored", "database": database, "failed_database": m.rollback.failed_database,
             "restored_from": m.rollback.restored_from, "revision": m.rollback.revision_after}
+
+
+def _restore_backup(run: _Steps, rec: RunRecorder, kit: Toolkit, pg, m, source: ManifestSource,
+                    store: S3Store | None, strategy: str) -> str | None:
+    """6.2-6.3 from the verified backup; returns where production waits aside under drop-recreate."""
+    database = m.database
+    with rec.rollback_step("fetch-backup"):
+        dump, origin = run(fetch_backup, m, store, source.run_dir / "restore")
+        m.rollback.restored_from, m.rollback.restored_sha256 = origin, m.backup.sha256
+    if strategy == "rename":
+        # 6.2/6.3 without dropping anything: restore beside production, then swap names.
+        restored = unique_name(kit.conn, database, "restore")
+        with rec.rollback_step("restore") as step:
+            counts = run(restore_copy, pg, kit, restored, dump, m.row_counts)
+            step.detail = {"summary": f"{sum(counts.values())} rows in {len(counts)} tables into {restored}"}
+        _carry_properties(run, rec, kit, database, restored)
+        failed_name = unique_name(kit.conn, database, "failed")
+        with rec.rollback_step("swap") as step:
+            run(swap, kit, database, restored, failed_name)
+            m.rollback.failed_database = failed_name
+            step.detail = {"summary": f"{database} -> {failed_name}; {restored} -> {database}"}
+        return None
+    # The runbook's drop, recreate, restore; but production waits aside, not dropped,
+    # until the restore under its name has been verified.
+    aside = unique_name(kit.conn, database, "failed")
+    with rec.rollback_step("drop-recreate") as step:
+        counts = run(drop_recreate, pg, kit, database, aside, dump, m.row_counts)
+        m.rollback.failed_database = aside
+        step.detail = {"summary": f"{database} -> {aside}; {sum(counts.values())} rows restored into {database}"}
+    _carry_properties(run, rec, kit, aside, database)
+    return aside
+
+
+def _swap_back(run: _Steps, rec: RunRecorder, kit: Toolkit, m) -> None:
+    """The clone strategy's rollback: two renames, whatever the size; the upgraded clone is kept aside."""
+    aside = unique_name(kit.conn, m.database, "failed")
+    with rec.rollback_step("swap-back") as step:
+        step.detail = {"summary": run(swap_back, kit, m, aside)}
+        m.rollback.restored_from = f"the original database, kept unchanged as {m.clone.before} (OID {m.clone.original_oid})"
+        if db.database_exists(kit.conn, aside):
+            m.rollback.failed_database = aside
 
 
 def _changes_since_cutover(rec: RunRecorder, kit: Toolkit, m, discard: bool) -> str | None:

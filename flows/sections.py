@@ -77,6 +77,7 @@ class Cutover:
                 host=kit.conn.host,
                 port=kit.conn.port,
                 dry_run=dry_run,
+                strategy=plan.strategy,
                 auto_rollback=rollback_on_failure,
                 baseline_rev=plan.baseline_rev,
                 target_rev=plan.target_rev,
@@ -88,7 +89,7 @@ class Cutover:
         )
         self.progress = Progress(plan.database, steps.plan(
             at_target=plan.at_target, dry_run=dry_run, sampled=settings.write_freeze != "off",
-            mirrored=store is not None, linted=settings.lint != "off"))
+            mirrored=store is not None, linted=settings.lint != "off", strategy=plan.strategy))
         self.rec.listeners.append(self.progress.step_finished)
         self.inflight = inflight  # the flow's: it may hold the baseline build started before preflight
         self.baseline_key = f"baseline-build:{plan.baseline_rev}"
@@ -193,11 +194,7 @@ class Cutover:
         with rec.step("scratch-restore") as step, self.inflight.using("scratch-restore") as restoring:
             scratch_rows = restore_scratch(kit, plan, restoring, rec.manifest.row_counts)
             step.detail = {"summary": "waited for the streamed restore, then compared row counts"}
-        if self.inflight.has("writes-sample"):
-            with rec.step("writes-sample") as step:
-                sample = self.inflight.take("writes-sample").result()
-                self.write_reading = sample["reading"]
-                step.detail = {"summary": f"no rows changed over {sample['seconds']:.1f} s (sampled beside the backup)"}
+        self._writes_sample()
         # Both read the restored copy only: amcheck runs beside data parity.
         self.inflight.start("scratch-amcheck", scratch_amcheck.submit(kit, plan))
         with rec.step("data-parity") as step:
@@ -270,10 +267,7 @@ class Cutover:
         """4. Production stamp + upgrade, only after the scratch pass, with nothing written since the
         backup (a rollback would lose it) and nobody in the way."""
         rec, kit, plan, prod_alembic = self.rec, self.kit, self.plan, self.prod_alembic
-        if self.write_reading is not None:
-            with rec.step("writes-still-paused") as step:
-                writes_still_paused(kit, plan.database, self.write_reading)
-                step.detail = {"summary": "no rows changed since the writes-paused sample began"}
+        self._writes_still_paused()
         with rec.step("blocking-sessions"):
             blocking_sessions(kit, plan)
             # Production's counters right before its first change: should the upgrade fail, what moved
@@ -308,6 +302,22 @@ class Cutover:
         return self._finish("succeeded")
 
     # -- shared by the sections ------------------------------------------------------------------
+
+    def _writes_sample(self) -> None:
+        """The writes sample started at writes-paused, collected: it must have passed before anything
+        reads a copy as production's twin."""
+        if self.inflight.has("writes-sample"):
+            with self.rec.step("writes-sample") as step:
+                sample = self.inflight.take("writes-sample").result()
+                self.write_reading = sample["reading"]
+                step.detail = {"summary": f"no rows changed over {sample['seconds']:.1f} s"}
+
+    def _writes_still_paused(self) -> None:
+        """Right before production's first change: nothing written since the sample began."""
+        if self.write_reading is not None:
+            with self.rec.step("writes-still-paused") as step:
+                writes_still_paused(self.kit, self.plan.database, self.write_reading)
+                step.detail = {"summary": "no rows changed since the writes-paused sample began"}
 
     def _finish(self, status: str) -> dict[str, Any]:
         self.rec.finish(status)
@@ -363,14 +373,15 @@ def _record_production_state(rec: RunRecorder, kit: Toolkit, database: str, mome
                                  "tell what changed since.", database, moment, exc)
 
 
-def _validate(rec: RunRecorder, kit: Toolkit, plan, pg, *, at_target: bool, scratch_schema: dict | None = None) -> None:
+def _validate(rec: RunRecorder, kit: Toolkit, plan, pg, *, at_target: bool, scratch_schema: dict | None = None,
+              compare_with_scratch: bool = True) -> None:
     name = "validate" if not at_target else "validate-unchanged"
     with rec.step(name) as step:
         if at_target:
             production_current(kit, plan, [])
         # Independent read-only checks, side by side; every one is waited for, the first failure raised.
         checks = [service_status.submit(kit, plan), api_health.submit(kit, plan),
-                  db_objects.submit(kit, plan, pg, compare_with_scratch=not at_target)]
+                  db_objects.submit(kit, plan, pg, compare_with_scratch=compare_with_scratch and not at_target)]
         if scratch_schema is not None:
             checks.append(schema_parity.submit(kit, pg, plan, scratch_schema))
         wait(checks)

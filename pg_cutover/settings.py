@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     window_minutes: int | None = Field(None, gt=0)
     write_freeze: Literal["check", "stop-service", "off"] = "check"
     write_sample_seconds: float = Field(2.0, ge=0, le=600)
+    # How the upgraded database is made: a backup restored into scratch then production upgraded in
+    # place (runbook), or a file-level clone upgraded and swapped in by renames (clone).
+    strategy: Literal["runbook", "clone"] = "runbook"
 
     # Proof before stamping (parity) and migration safety on production.
     parity_allow: str = ""

@@ -43,7 +43,7 @@ def _production_side(kit: Toolkit, pg: PgClient, plan: Plan, name: str, role: st
                             normalize=lambda: equivalence.normal_fingerprint(kit.conn, pg, plan.database, scratch))
 
 
-def _comparison_text(comparison: equivalence.Comparison, title: str, empty: str) -> str:
+def comparison_text(comparison: equivalence.Comparison, title: str, empty: str) -> str:
     text = parity.render_markdown(comparison.differences, title, empty=empty)
     if comparison.warning:
         text += f"\n**Warning:** {comparison.warning}\n"
@@ -64,7 +64,7 @@ def baseline_parity(kit: Toolkit, pg: PgClient, plan: Plan, built: Baseline) -> 
                                                                            plan.timestamp)))
     remaining, accepted = parity.apply_allowlist(comparison.differences, allow)
     comparison.differences = remaining
-    text = _comparison_text(comparison, f"Baseline parity: `{plan.database}` vs `{plan.baseline_rev}` built from nothing",
+    text = comparison_text(comparison, f"Baseline parity: `{plan.database}` vs `{plan.baseline_rev}` built from nothing",
                             "No differences: the pilot is exactly the baseline.")
     if len(accepted):
         text += "\n" + parity.render_markdown(accepted, "Accepted by CUTOVER_PARITY_ALLOW (reviewed differences)")
@@ -74,7 +74,7 @@ def baseline_parity(kit: Toolkit, pg: PgClient, plan: Plan, built: Baseline) -> 
     publish_markdown(plan.database, "baseline-parity", text, "The pilot's catalog against the baseline revision")
     if len(remaining):
         raise StepFailed(f"{plan.database} differs from the baseline {plan.baseline_rev} in {len(remaining)} ways "
-                         f"(first: {_first(remaining)}); stamping would be a false claim. Fix the pilot or list "
+                         f"(first: {first_difference(remaining)}); stamping would be a false claim. Fix the pilot or list "
                          "reviewed differences in CUTOVER_PARITY_ALLOW."
                          + (f" {comparison.warning}." if comparison.warning else ""))
     return {"differences": 0, "accepted": len(accepted), "compared": comparison.summary(),
@@ -88,7 +88,7 @@ def _offline_failure(text: str) -> str:
     return f"{where[-1][0]} line {where[-1][1]}: {last}" if where else last
 
 
-def _first(df) -> str:
+def first_difference(df) -> str:
     row = df.iloc[0]
     return f"{row['kind']} {row['object']} {row['property']}"
 
@@ -198,13 +198,13 @@ def schema_parity(kit: Toolkit, pg: PgClient, plan: Plan, scratch: dict) -> str:
             kit.conn, pg, plan.scratch_db, equivalence.normal_name(plan.scratch_db)))
     comparison = equivalence.compare(_production_side(kit, pg, plan, "production", "normal_after"), scratch_side)
     publish_markdown(plan.database, "schema-parity",
-                     _comparison_text(comparison, "Schema parity after the upgrade: production vs scratch",
+                     comparison_text(comparison, "Schema parity after the upgrade: production vs scratch",
                                       "No differences."),
                      "Production's catalog after the upgrade against the upgraded scratch copy")
     differences = comparison.differences
     if len(differences):
         raise StepFailed(f"After the upgrade production differs from the upgraded scratch copy in "
-                         f"{len(differences)} ways (first: {_first(differences)})."
+                         f"{len(differences)} ways (first: {first_difference(differences)})."
                          + (f" {comparison.warning}." if comparison.warning else ""))
     return comparison.summary()
 

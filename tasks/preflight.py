@@ -8,6 +8,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from pg_cutover.checks.writes import first_reading
+from pg_cutover.clone.preconditions import read_facts
 from pg_cutover.errors import PreflightError
 from pg_cutover.migrations.session import AlembicSession
 from pg_cutover.pg.tools import PgClient
@@ -20,7 +21,8 @@ from pg_cutover.toolkit import Toolkit
 @task(name="preflight", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3,
       retry_condition_fn=retry_on_connection_error, timeout_seconds=600)
 def preflight(kit: Toolkit, baseline_rev: str | None, target_rev: str | None,
-              store: S3Store | None = None, alembic: AlembicSession | None = None) -> tuple[Plan, PgClient, S3Store | None]:
+              store: S3Store | None = None, alembic: AlembicSession | None = None,
+              strategy: str = "runbook") -> tuple[Plan, PgClient, S3Store | None]:
     """Returns the store to mirror to: None when mirroring is off, or optional and unreachable.
 
     `alembic`: production's warm interpreter, which reads the revision graph."""
@@ -31,7 +33,9 @@ def preflight(kit: Toolkit, baseline_rev: str | None, target_rev: str | None,
     with ThreadPoolExecutor(1, thread_name_prefix="preflight-s3") as pool:
         # The bucket check is a network round trip: it runs beside the database and alembic checks.
         bucket = pool.submit(store.check_bucket) if store is not None else None
-        plan, pg = make_plan(kit, baseline_rev, target_rev, alembic)
+        plan, pg = make_plan(kit, baseline_rev, target_rev, alembic, strategy)
+        if strategy == "clone" and not plan.at_target:
+            _clone_preconditions(plan, kit)
         if bucket is not None:
             try:
                 bucket.result()
@@ -48,6 +52,17 @@ def preflight(kit: Toolkit, baseline_rev: str | None, target_rev: str | None,
         plan.baseline_rev, pg.bin_dir, pg.major, plan.run_dir,
     )
     return plan, pg, store
+
+
+def _clone_preconditions(plan: Plan, kit: Toolkit) -> None:
+    facts = read_facts(kit.conn, plan.database)
+    refusals = facts.refusals()
+    if refusals:
+        _remove_empty(plan.run_dir)
+        raise PreflightError(" ".join(refusals) + " Nothing was changed.")
+    for note in facts.unseen():
+        get_run_logger().warning("Clone preflight: %s.", note)
+        plan.notes.append(note)
 
 
 def _remove_empty(directory) -> None:

@@ -13,6 +13,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from pg_cutover.backend import health
+from pg_cutover.clone import databases as clone_databases
 from pg_cutover.errors import StepFailed
 from pg_cutover.pg import db
 from pg_cutover.pg.dbprops import carry_properties
@@ -64,6 +65,23 @@ def drop_recreate(pg: PgClient, kit: Toolkit, database: str, aside: str, dump: P
                   expected: dict[str, int]) -> dict[str, int]:
     """Runbook 6.2-6.3: the backup restored under production's own name, production waiting aside."""
     return restore_in_place(pg, kit.conn, database, aside, dump, expected)
+
+
+@task(name="rollback-swap-back", cache_policy=NO_CACHE, timeout_seconds=600)
+def swap_back(kit: Toolkit, manifest: Manifest, aside: str) -> str:
+    """The clone strategy's rollback: the original, never written to, gets production's name back.
+
+    Wherever the swap (or a crash inside it) left the names, the databases are found by OID;
+    the upgraded clone, when it held the name, is kept under `aside`. Returns what was done.
+    """
+    clone = manifest.clone
+    before = clone_databases.where(kit.conn, manifest.database, clone.original_oid, clone.clone_oid)
+    after = clone_databases.swap_back(kit.conn, manifest.database, clone.original_oid, clone.clone_oid, aside)
+    if before.swapped_back(manifest.database):
+        return f"{manifest.database} already is the original (OID {clone.original_oid}): nothing renamed"
+    moved = (f"{manifest.database} (the upgraded clone) -> {after.clone}; " if before.holder == clone.clone_oid
+             else f"{manifest.database} was free (the swap stopped between its renames); ")
+    return moved + f"{before.original} (the original) -> {manifest.database}"
 
 
 @task(name="rollback-database-properties", cache_policy=NO_CACHE, timeout_seconds=300)

@@ -16,7 +16,7 @@ FLOWS = Path(__file__).resolve().parents[1] / "flows"
 
 
 def test_every_step_the_cutover_flow_records_is_in_the_table():
-    source = (FLOWS / "cutover.py").read_text() + (FLOWS / "sections.py").read_text()
+    source = "".join((FLOWS / name).read_text() for name in ("cutover.py", "sections.py", "clone_sections.py"))
     recorded = set(re.findall(r'rec\.(?:step|skip)\("([a-z-]+)"', source))
     # Every step but validate-unchanged's (recorded in the shared _validate) is named literally.
     assert recorded and recorded <= steps.NAMES, recorded - steps.NAMES
@@ -24,7 +24,7 @@ def test_every_step_the_cutover_flow_records_is_in_the_table():
 
 
 def test_production_is_touched_from_the_stamp_on():
-    assert steps.PRODUCTION_STEPS == ("production-stamp", "production-upgrade", "validate")
+    assert steps.PRODUCTION_STEPS == ("production-stamp", "production-upgrade", "swap", "validate")
 
 
 @pytest.mark.parametrize("dry_run, sampled, mirrored, linted", list(itertools.product([False, True], repeat=4)))
@@ -39,6 +39,15 @@ def test_the_plan_follows_the_settings(dry_run, sampled, mirrored, linted):
     # Recorded either way (skipped in a dry run), so the progress bar counts them either way.
     assert {"production-stamp", "production-upgrade"} <= set(plan)
     assert len(plan) == len(set(plan))
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_the_clone_strategy_plans_the_clone_and_the_swap_instead_of_the_backup_and_the_upgrade(dry_run):
+    plan = steps.plan(at_target=False, dry_run=dry_run, sampled=True, mirrored=True, linted=True, strategy="clone")
+    assert {"clone", "clone-migrate", "clone-schema-parity"} <= set(plan)
+    assert ("swap" in plan) == (not dry_run) and ("clone-drop" in plan) == dry_run
+    assert not {"backup-full", "scratch-restore", "production-stamp", "production-upgrade", "scratch-drop"} & set(plan)
+    assert plan.index("clone") < plan.index("clone-migrate") < plan.index("window-check" if not dry_run else "clone-drop")
 
 
 def test_at_the_target_only_validation_is_planned():

@@ -15,12 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pg_cutover.checks import changes, parity
+from pg_cutover.clone.databases import oid_of
 from pg_cutover.migrations.runner import MIGRATION_APPLICATION
 from pg_cutover.pg import db
 from pg_cutover.pg.db import ConnInfo
 from pg_cutover.runbook.manifest import Manifest
 
 AFTER_UPGRADE = "after its upgrade (production-current)"
+AFTER_SWAP = "the upgraded clone, right before it took production's name (swap)"
 
 
 @dataclass
@@ -32,11 +34,13 @@ class Assessment:
 
 
 def assess(conn: ConnInfo, m: Manifest) -> Assessment:
+    if m.strategy == "clone":
+        return _assess_clone(conn, m)
     if m.production_state is not None:
         seen = changes.since(conn, m.production_state)
         if not seen.clean:
             return Assessment(False, seen.sentences())
-        if m.production_state.moment == AFTER_UPGRADE:
+        if m.production_state.moment in (AFTER_UPGRADE, AFTER_SWAP):
             return Assessment(True, summary=f"no row of production changed since the cutover let go of it "
                                             f"({m.production_state.moment}, {m.production_state.taken_at})")
     # The upgrade did not complete (failed or killed): the span from the last gate to the failure.
@@ -51,6 +55,23 @@ def assess(conn: ConnInfo, m: Manifest) -> Assessment:
         return Assessment(True, summary=f"{len(moved)} tables changed while the cutover ran, each holds exactly the "
                                         "rows data parity recorded for production")
     return Assessment(False, [f"{table}: {why}." for table, why in unproven.items()], during_failed_run=True)
+
+
+def _assess_clone(conn: ConnInfo, m: Manifest) -> Assessment:
+    """The clone strategy never writes to the original: what a swap back would take away from the
+    application is only what was written to the upgraded clone while it held production's name."""
+    clone = m.clone
+    if clone is None or clone.clone_oid is None or oid_of(conn, m.database) != clone.clone_oid:
+        return Assessment(True, summary=f"the upgraded clone does not hold the name {m.database}: nothing was "
+                                        "written to it as production")
+    if m.production_state is None:
+        return Assessment(False, [f"the upgraded clone holds {m.database} and its state before the swap was not "
+                                  "recorded, so writes to it since cannot be ruled out."])
+    seen = changes.since(conn, m.production_state)
+    if not seen.clean:
+        return Assessment(False, seen.sentences())
+    return Assessment(True, summary=f"no row of the upgraded clone changed since it took the name {m.database} "
+                                    f"({m.production_state.taken_at})")
 
 
 def _moved_tables(m: Manifest, end: changes.ProductionState) -> set[str]:

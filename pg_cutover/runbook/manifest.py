@@ -100,6 +100,21 @@ class RollbackRecord(BaseModel):
     production_state: ProductionState | None = None  # the restored production, when this rollback let go of it
 
 
+class CloneRecord(BaseModel):
+    """The clone strategy's databases, followed by OID (a rename keeps it), and its timings."""
+
+    model_config = ConfigDict(validate_assignment=True)
+
+    original_oid: int  # production before the cutover; after the swap it is `before`
+    clone: str  # <db>_next_<timestamp>: the upgraded copy that takes production's name
+    before: str  # <db>_before_<timestamp>: the original's name after the swap
+    clone_oid: int | None = None  # once the clone exists
+    copy_strategy: str | None = None  # FILE_COPY, or the server's default
+    clone_seconds: float | None = None
+    swap_seconds: float | None = None
+    swapped_at: str | None = None  # the swap completed: production is the clone
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(validate_assignment=True)  # a status set as text becomes its enum
 
@@ -113,6 +128,8 @@ class Manifest(BaseModel):
     finished_at: str | None = None
     status: RunStatus = RunStatus.RUNNING
     dry_run: bool = False
+    strategy: str = "runbook"  # CUTOVER_STRATEGY: restore a backup into scratch (runbook) or clone and swap (clone)
+    clone: CloneRecord | None = None
     auto_rollback: bool = True  # the run's rollback_on_failure: may a hook or trigger restore without a human
     baseline_rev: str | None = None
     target_rev: str | None = None

@@ -36,6 +36,13 @@ class Plan:
     tables: list[str] = field(default_factory=list)
     heads: list[str] = field(default_factory=list)  # of the script directory, read once at preflight
     write_reading: CounterReading | None = None  # the writes sample's start (see pg_cutover.checks.writes)
+    strategy: str = "runbook"  # with "clone", scratch_db is the clone, <db>_next_<timestamp>
+    notes: list[str] = field(default_factory=list)  # preflight checks that could not run, each with why
+
+    @property
+    def before_db(self) -> str:
+        """The clone strategy's name for the original once the clone has taken its name."""
+        return derived_name(self.database, "before", self.timestamp)
 
     @property
     def at_target(self) -> bool:
@@ -66,8 +73,9 @@ def derived_name(database: str, role: str, timestamp: str) -> str:
     return f"{database[:keep]}_{tag}_{role}_{timestamp}"
 
 
-def scratch_name(database: str, timestamp: str) -> str:
-    return derived_name(database, "scratch", timestamp)
+def scratch_name(database: str, timestamp: str, strategy: str = "runbook") -> str:
+    """The database the dry run migrates: a restored scratch copy, or the clone that becomes production."""
+    return derived_name(database, "next" if strategy == "clone" else "scratch", timestamp)
 
 
 def check_alembic_dir(kit: Toolkit) -> None:
@@ -95,7 +103,7 @@ def prepare_backup_dir(base: Path, database: str) -> Path:
 
 
 def make_plan(kit: Toolkit, baseline_rev: str | None, target_rev: str | None,
-              alembic: AlembicSession | None = None) -> tuple[Plan, PgClient]:
+              alembic: AlembicSession | None = None, strategy: str = "runbook") -> tuple[Plan, PgClient]:
     """`alembic`: production's warm interpreter, to read the revision graph in (else a process of its own)."""
     settings = kit.settings
     baseline = baseline_rev or settings.baseline_rev
@@ -148,7 +156,8 @@ def make_plan(kit: Toolkit, baseline_rev: str | None, target_rev: str | None,
     account_dir = prepare_backup_dir(Path(settings.backup_dir), database)
     timestamp = datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S")
     stamp, n = timestamp, 1
-    while (account_dir / stamp).exists() or db.database_exists(kit.conn, scratch_name(database, stamp)):
+    while (account_dir / stamp).exists() or any(
+            db.database_exists(kit.conn, derived_name(database, role, stamp)) for role in ("scratch", "next", "before")):
         n += 1
         stamp = f"{timestamp}_{n}"
     run_dir = account_dir / stamp
@@ -162,8 +171,9 @@ def make_plan(kit: Toolkit, baseline_rev: str | None, target_rev: str | None,
         server_major=server_major,
         timestamp=stamp,
         run_dir=run_dir,
-        scratch_db=scratch_name(database, stamp),
+        scratch_db=scratch_name(database, stamp, strategy),
         tables=db.list_tables(kit.conn, database),
         heads=list(history.heads),
+        strategy=strategy,
     )
     return plan, pg

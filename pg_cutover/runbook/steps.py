@@ -49,34 +49,42 @@ class Step:
     when: str | None = None
 
 
-# In the order a run records them. `when`: "at_target", "sampled" (CUTOVER_WRITE_FREEZE is not off),
-# "mirrored" (a bucket is set), "production" (not a dry run), "linted production" (not a dry run and
-# CUTOVER_LINT is not off).
+# In the order a run records them. `when`: words that must all hold: "at_target", "runbook" or
+# "clone" (CUTOVER_STRATEGY), "sampled" (CUTOVER_WRITE_FREEZE is not off), "mirrored" (a bucket is
+# set), "production" (not a dry run), "dry" (a dry run), "linted" (CUTOVER_LINT is not off).
 CUTOVER: tuple[Step, ...] = (
     Step("validate-unchanged", "5", when="at_target"),
     Step("writes-paused", "1"),
     Step("baseline-parity", "3 (proof before stamping)"),
     Step("row-counts", "2"),
-    Step("backup-full", "2.1"),
-    Step("backup-schema", "2.2"),
-    Step("backup-verify", "2.3"),
-    Step("scratch-restore", "3.1"),
+    Step("backup-full", "2.1", when="runbook"),
+    Step("backup-schema", "2.2", when="runbook"),
+    Step("backup-verify", "2.3", when="runbook"),
+    Step("scratch-restore", "3.1", when="runbook"),
     Step("writes-sample", "1", when="sampled"),
+    # The clone strategy: a file-level copy of the paused database is the dry run and the candidate.
+    Step("clone", "3.1 (clone)", when="clone"),
     Step("data-parity", "3.1"),
-    Step("scratch-amcheck", "3.1"),
-    Step("scratch-migrate", "3.2-3.3"),
-    Step("offsite-mirror", "2 (off-site copy)", when="mirrored"),
+    Step("scratch-amcheck", "3.1", when="runbook"),
+    Step("scratch-migrate", "3.2-3.3", when="runbook"),
+    Step("clone-amcheck", "3.1 (clone)", when="clone"),
+    Step("clone-migrate", "3.2-3.3 (clone)", when="clone"),
+    Step("clone-schema-parity", "3.3 (clone)", when="clone"),
+    Step("offsite-mirror", "2 (off-site copy)", when="mirrored runbook"),
     Step("upgrade-sql", "4 (review)", when="linted production"),
     Step("window-check", "1", when="production"),
     Step("writes-still-paused", "1", when="sampled production"),
-    Step("blocking-sessions", "4", when="production"),
+    Step("blocking-sessions", "4", when="runbook production"),
     # Recorded (as skipped) in a dry run too.
-    Step("production-stamp", "4.1", changes_production=True),
-    Step("production-upgrade", "4.2", changes_production=True),
-    Step("production-current", "4.3", when="production"),
+    Step("production-stamp", "4.1", changes_production=True, when="runbook"),
+    Step("production-upgrade", "4.2", changes_production=True, when="runbook"),
+    Step("production-current", "4.3", when="runbook production"),
+    # The clone takes production's name: from its first rename on, production is not the original.
+    Step("swap", "4 (clone)", changes_production=True, when="clone production"),
     # From here production may differ from the backup even if the upgrade's own steps were skipped.
     Step("validate", "5", changes_production=True, when="production"),
-    Step("scratch-drop", "7"),
+    Step("scratch-drop", "7", when="runbook"),
+    Step("clone-drop", "7 (clone)", when="clone dry"),
 )
 
 # Steps after which production may differ from the backup: a failure from here on needs the
@@ -85,10 +93,12 @@ PRODUCTION_STEPS = tuple(step.name for step in CUTOVER if step.changes_productio
 NAMES = frozenset(step.name for step in CUTOVER) | {"start-backend", "offsite-prune"}  # the two on demand
 
 
-def plan(*, at_target: bool, dry_run: bool, sampled: bool, mirrored: bool, linted: bool) -> list[str]:
+def plan(*, at_target: bool, dry_run: bool, sampled: bool, mirrored: bool, linted: bool,
+         strategy: str = "runbook") -> list[str]:
     """The steps a run will record, in order (start-backend and offsite-prune, run on demand, left out)."""
     if at_target:
         return ["validate-unchanged"]
-    facts = {"sampled": sampled, "mirrored": mirrored, "production": not dry_run, "linted": linted}
+    facts = {"sampled": sampled, "mirrored": mirrored, "production": not dry_run, "dry": dry_run, "linted": linted,
+             "runbook": strategy == "runbook", "clone": strategy == "clone"}
     return [step.name for step in CUTOVER
             if step.when != "at_target" and all(facts[word] for word in (step.when or "").split())]

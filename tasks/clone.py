@@ -1,0 +1,59 @@
+"""The clone strategy's own steps: the clone, its schema against the target built from nothing, the swap."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from pg_cutover.checks import equivalence, parity
+from pg_cutover.checks.baseline import Baseline
+from pg_cutover.clone import databases
+from pg_cutover.errors import StepFailed
+from pg_cutover.pg.tools import PgClient
+from pg_cutover.runbook.plan import Plan, derived_name
+from pg_cutover.tasks.evidence import publish_markdown
+from pg_cutover.tasks.parity import comparison_text, first_difference
+from pg_cutover.toolkit import Toolkit
+
+
+@task(name="clone", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)
+def create_clone(kit: Toolkit, plan: Plan) -> databases.Clone:
+    """`CREATE DATABASE <db>_next_<ts> TEMPLATE <db>`: refused while any other session is on production."""
+    made = databases.create_clone(kit.conn, plan.database, plan.scratch_db, plan.server_major)
+    get_run_logger().info("Cloned %s into %s in %.1fs (%s)", plan.database, made.name, made.seconds, made.strategy)
+    return made
+
+
+@task(name="clone-schema-parity", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+def clone_schema_parity(kit: Toolkit, pg: PgClient, plan: Plan, upgraded: dict, target: Baseline) -> dict:
+    """The upgraded clone against the target revision built from nothing, reviewed differences allowed.
+
+    When the run stamps, baseline parity proved the original equal to the baseline, so the
+    upgraded clone must equal the target: a difference stops the run. A database that was
+    already under Alembic was never compared with a build from nothing: a difference there
+    is drift the migrations did not make, shown as a warning.
+    """
+    clone_side = equivalence.Side("clone", upgraded, normalize=lambda: equivalence.normal_fingerprint(
+        kit.conn, pg, plan.scratch_db, equivalence.normal_name(plan.scratch_db)))
+    comparison = equivalence.compare(clone_side, target.side(
+        kit.conn, pg, derived_name(plan.database, "normal_target", plan.timestamp)))
+    remaining, accepted = parity.apply_allowlist(comparison.differences, parity.parse_allowlist(kit.settings.parity_allow))
+    comparison.differences = remaining
+    text = comparison_text(comparison, f"Schema parity: the upgraded clone `{plan.scratch_db}` vs `{plan.target_rev}` "
+                                       "built from nothing", "No differences: the upgraded clone is the target.")
+    if len(accepted):
+        text += "\n" + parity.render_markdown(accepted, "Accepted by CUTOVER_PARITY_ALLOW (reviewed differences)")
+    publish_markdown(plan.database, "clone-schema-parity", text,
+                     "The upgraded clone's catalog against the target revision built from nothing")
+    if len(remaining) and plan.needs_stamp:
+        raise StepFailed(f"The upgraded clone differs from {plan.target_rev} built from nothing in {len(remaining)} "
+                         f"ways (first: {first_difference(remaining)}); production untouched.")
+    return {"differences": len(remaining), "accepted": len(accepted), "compared": comparison.summary(),
+            "first": first_difference(remaining) if len(remaining) else None}
+
+
+@task(name="swap", cache_policy=NO_CACHE, timeout_seconds=600)
+def swap_in(kit: Toolkit, plan: Plan) -> None:
+    """Production aside to <db>_before_<ts>, the upgraded clone into its place."""
+    databases.swap(kit.conn, plan.database, plan.scratch_db, plan.before_db)
+    get_run_logger().info("%s is now the upgraded clone; the original is kept as %s", plan.database, plan.before_db)

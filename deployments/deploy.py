@@ -31,7 +31,7 @@ def main() -> int:
     existing = run("automation", "inspect", "pg-cutover-zombie-detection", check=False)
     if existing.returncode != 0 or "not found" in existing.stdout.lower():
         run("automation", "create", "--from-file", str(ROOT / "deployments" / "zombie-detection.yaml"))
-    print(f"Work pool {POOL!r}, deployments cutover/cutover, cutover/fleet-target, fleet/fleet and rollback/rollback, "
+    print(f"Work pool {POOL!r}, deployments cutover/cutover, cutover/fleet-target, fleet/fleet, finalize/finalize and rollback/rollback, "
           "zombie detection: ready.")
     print(f"Start a worker: prefect worker start --pool {POOL}")
     return 0

@@ -8,7 +8,10 @@ parity and validation (`flows/sections.py`) and replaces what differs.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import datetime, timezone
+
+from prefect import get_run_logger
 
 from pg_cutover.checks import changes
 from pg_cutover.clone import databases
@@ -18,8 +21,10 @@ from pg_cutover.pg import db, dbprops
 from pg_cutover.rollback import late_writes
 from pg_cutover.runbook.manifest import CloneRecord
 from pg_cutover.runbook.plan import derived_name
+from pg_cutover.tasks.backup import verify_backup
 from pg_cutover.tasks.cleanup import drop_scratch
-from pg_cutover.tasks.clone import clone_schema_parity, create_clone, swap_in
+from pg_cutover.tasks.clone import clone_schema_parity, create_clone, dump_original, restore_check, swap_in
+from pg_cutover.tasks.offsite import mirror
 from pg_cutover.tasks.parity import (
     build_baseline,
     data_parity,
@@ -30,6 +35,17 @@ from pg_cutover.tasks.parity import (
 from pg_cutover.tasks.scratch import migrate_scratch
 
 TARGET_BUILD = "target-build"
+
+
+@contextmanager
+def _warning_on_failure(step, what: str):
+    """After the window production is upgraded and serving: a failure is said, never rolled back."""
+    try:
+        yield
+    except Exception as exc:
+        step.status, step.error = "warning", f"{what} ({' '.join(str(exc).split())[:500]}); production stays " \
+                                             "upgraded and the original is kept"
+        get_run_logger().warning("After the window: %s", step.error)
 
 
 class CloneCutover(Cutover):
@@ -127,6 +143,40 @@ class CloneCutover(Cutover):
         """5. The backend on the upgraded database; its schema was compared on the clone before the swap."""
         self._restart_backend()
         _validate(self.rec, self.kit, self.plan, self.pg, at_target=False, compare_with_scratch=False)
+
+    def keep_original(self) -> None:
+        """After the window, the backend serving: the frozen original dumped, its dump proven by a restore
+        and sent off-site. A failure here never rolls production back; it is a warning, and the original
+        stays (`cutover finalize` drops it only once its dump is proven)."""
+        rec, plan, clone = self.rec, self.plan, self.rec.manifest.clone
+        with rec.step("original-dump") as step, _warning_on_failure(step, "the original's dump failed"):
+            backup = dump_original(self.pg, plan, self.settings.dump_compression or None)
+            rec.update(backup=backup)
+            step.detail = {"summary": f"{plan.before_db} -> {backup.path} ({backup.size_bytes} bytes)"}
+        if rec.manifest.backup is None:
+            return
+        with rec.step("original-verify") as step, _warning_on_failure(step, "the original's dump did not verify"):
+            rec.update(backup=verify_backup(self.pg, plan, rec.manifest.backup))
+            clone.dump_verified = True
+            step.detail = {"summary": f"SHA-256 {rec.manifest.backup.sha256[:12]}..., {len(plan.tables)} tables listed"}
+        if not self.settings.verify_restore:
+            rec.skip("original-restore-check", "CUTOVER_VERIFY_RESTORE is off")
+        elif clone.dump_verified:
+            with rec.step("original-restore-check") as step, \
+                    _warning_on_failure(step, "the original's dump did not restore"):
+                checked = restore_check(self.kit, self.pg, plan, rec.manifest.backup, rec.manifest.row_counts)
+                clone.restore_checked = True
+                step.detail = {"summary": f"{checked['rows']} rows in {checked['tables']} tables restored into "
+                                          f"{checked['database']}, equal to the original's counts; dropped"}
+        if self.store is not None and clone.dump_verified:
+            with rec.step("original-offsite") as step, _warning_on_failure(step, "the off-site copy failed"):
+                offsite = mirror(self.store, plan, rec.manifest.backup, self.settings.s3_link_seconds,
+                                 self.settings.s3_console_url)
+                clone.offsite_verified = True
+                rec.update(offsite=offsite)
+                rec.sinks.append(lambda name, text: self.store.put_text(offsite.prefix + name, text))
+                step.detail = {"summary": f"{len(offsite.objects)} objects verified in {offsite.seconds:.1f} s"}
+        rec.save()
 
     def end_dry_run(self, cleanup_scratch: bool):
         """A dry run clones, upgrades and checks the clone, then drops it (with cleanup_scratch)."""

@@ -133,6 +133,8 @@ def cutover(
                     else:
                         run.upgrade_production()       # 4. stamp + upgrade
                     run.validate()                     # 5. validation
+                    if clone:
+                        run.keep_original()            # 2. after the window: the original dumped, proven
                     return run.clean_up(cleanup_scratch)  # 7. cleanup
 
 

@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     # How the upgraded database is made: a backup restored into scratch then production upgraded in
     # place (runbook), or a file-level clone upgraded and swapped in by renames (clone).
     strategy: Literal["runbook", "clone"] = "runbook"
+    # The clone strategy keeps the original; after the window its dump is restored into a check
+    # database to prove it, and `cutover finalize` drops the original only once that proof exists
+    # and this many hours have passed since the swap.
+    verify_restore: bool = True
+    keep_original_hours: float = Field(24, ge=0, le=24 * 365)
 
     # Proof before stamping (parity) and migration safety on production.
     parity_allow: str = ""

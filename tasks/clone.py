@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from pg_cutover.backup import dump as backups
 from pg_cutover.checks import equivalence, parity
 from pg_cutover.checks.baseline import Baseline
 from pg_cutover.clone import databases
 from pg_cutover.errors import StepFailed
 from pg_cutover.pg.tools import PgClient
+from pg_cutover.rollback.restore import restore_into
+from pg_cutover.runbook.manifest import BackupRecord
 from pg_cutover.runbook.plan import Plan, derived_name
+from pg_cutover.runbook.report import human_size
 from pg_cutover.tasks.evidence import publish_markdown
 from pg_cutover.tasks.parity import comparison_text, first_difference
 from pg_cutover.toolkit import Toolkit
@@ -57,3 +63,21 @@ def swap_in(kit: Toolkit, plan: Plan) -> None:
     """Production aside to <db>_before_<ts>, the upgraded clone into its place."""
     databases.swap(kit.conn, plan.database, plan.scratch_db, plan.before_db)
     get_run_logger().info("%s is now the upgraded clone; the original is kept as %s", plan.database, plan.before_db)
+
+
+@task(name="original-dump", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)
+def dump_original(pg: PgClient, plan: Plan, compression: str | None) -> BackupRecord:
+    """`pg_dump -Fc` of the original, frozen since the swap, as production's pre-cutover backup."""
+    record = backups.plain_backup(pg, plan.before_db, plan.backup_path, compression=compression)
+    get_run_logger().info("The original %s dumped after the window: %s (%s)", plan.before_db, record.path,
+                          human_size(record.size_bytes))
+    return record
+
+
+@task(name="original-restore-check", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)
+def restore_check(kit: Toolkit, pg: PgClient, plan: Plan, record: BackupRecord, expected: dict[str, int]) -> dict:
+    """The dump restored into a check database: every table's row count must be the original's; then dropped."""
+    check = derived_name(plan.database, "check", plan.timestamp)
+    counts = restore_into(pg, kit.conn, check, Path(record.path), expected)
+    pg.dropdb(check)
+    return {"database": check, "tables": len(counts), "rows": sum(counts.values())}

@@ -128,6 +128,20 @@ def stream_backup(pg: PgClient, dbname: str, path: Path, scratch_db: str, *,
     return BackupOutcome(record=record, dump=result), restore
 
 
+def plain_backup(pg: PgClient, dbname: str, path: Path, *, compression: str | None) -> BackupRecord:
+    """`pg_dump -Fc` of a database nobody writes to (the clone strategy's original), with its SHA-256."""
+    path.touch(mode=0o600, exist_ok=False)
+    try:
+        pg.runner.run(pg.dump_argv(dbname, path, compression=compression), timeout=pg.timeout,
+                      env_extra=pg.conn.libpq_env(), what="pg_dump")
+    except BaseException:
+        path.unlink(missing_ok=True)  # half a dump is no backup
+        raise
+    _private(path)
+    return BackupRecord(path=str(path.resolve()), size_bytes=path.stat().st_size, sha256=sha256_file(path),
+                        pg_dump_major=pg.major, compression=compression or "pg_dump default")
+
+
 def schema_snapshot(pg: PgClient, dbname: str, path: Path) -> CommandResult:
     """2.2: schema-only SQL, for audit and review."""
     path.touch(mode=0o600, exist_ok=False)

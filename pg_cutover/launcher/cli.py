@@ -44,6 +44,7 @@ def _run(args: argparse.Namespace) -> int:
                     approved_by=args.approved_by,
                     ticket=args.ticket,
                     checklist=checklist,
+                    strategy=args.strategy,
                 )
         except CancelledRun as exc:  # deferred (window) or not approved: nothing was changed
             print(f"cutover: {exc}", file=sys.stderr)
@@ -83,6 +84,24 @@ def _rollback(args: argparse.Namespace) -> int:
                   f"its evidence was not posted to Prefect ({len(unposted)} artifacts); it is in the run "
                   "directory's manifest.json and incident.md.", file=sys.stderr)
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _finalize(args: argparse.Namespace) -> int:
+    from pg_cutover.launcher.prefect_internals import temporary_server
+    from pg_cutover.settings import load_settings
+
+    load_settings()
+    with temporary_server() as server:
+        from pg_cutover.flows.finalize import finalize
+
+        if server is not None:
+            server.wait_until_healthy()
+        summary = finalize(dry_run=args.dry_run)
+    for row in summary["rows"]:
+        print(f"{row['original']:<48} {row['action']:<10} {row['reason']}")
+    if not summary["rows"]:
+        print("no kept originals")
     return 0
 
 
@@ -159,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--ticket", help="change ticket or approval reference, recorded in the evidence")
     run.add_argument("--confirm-checklist", action="store_true",
                      help="confirm every item of the runbook's section 1 checklist")
+    run.add_argument("--strategy", choices=("runbook", "clone"),
+                     help="runbook: backup, scratch dry run, upgrade in place; clone: upgrade a clone and swap the "
+                          "names (default: CUTOVER_STRATEGY, else runbook)")
     rb = sub.add_parser("rollback", help="restore production from a failed cutover's backup (runbook 6)")
     rb.add_argument("--manifest", required=True,
                     help="the cutover's manifest.json or run directory, an s3:// URI, or the cutover's flow run id")
@@ -172,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     prune = sub.add_parser("prune", help="delete off-site backups beyond CUTOVER_S3_KEEP for POSTGRES_DB")
     prune.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete nothing")
     prune.add_argument("--keep", type=int, help="override CUTOVER_S3_KEEP")
+    fin = sub.add_parser("finalize", help="drop the clone strategy's kept originals whose dumps are proven and "
+                                          "whose CUTOVER_KEEP_ORIGINAL_HOURS have passed")
+    fin.add_argument("--dry-run", action="store_true", help="say what would be dropped; drop nothing")
     fl = sub.add_parser("fleet", help="cut over every database of an inventory through the fleet-target deployment")
     fl.add_argument("--inventory", required=True, help="inventory file (TOML): [fleet], [defaults], [[target]]")
     fl.add_argument("--approved-by", help="who approved the maintenance window for the whole fleet")
@@ -189,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             return _rollback(args)
         if args.command == "prune":
             return _prune(args)
+        if args.command == "finalize":
+            return _finalize(args)
         if args.command == "fleet":
             return _fleet(args)
     except CutoverError as exc:

@@ -113,6 +113,12 @@ class CloneRecord(BaseModel):
     clone_seconds: float | None = None
     swap_seconds: float | None = None
     swapped_at: str | None = None  # the swap completed: production is the clone
+    # After the window: the original's dump, proven by a restore (CUTOVER_VERIFY_RESTORE) and off-site
+    # when a bucket is set. `cutover finalize` drops the original only once these hold.
+    dump_verified: bool = False
+    restore_checked: bool = False
+    offsite_verified: bool = False
+    original_dropped_at: str | None = None
 
 
 class Manifest(BaseModel):

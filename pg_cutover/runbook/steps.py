@@ -83,6 +83,11 @@ CUTOVER: tuple[Step, ...] = (
     Step("swap", "4 (clone)", changes_production=True, when="clone production"),
     # From here production may differ from the backup even if the upgrade's own steps were skipped.
     Step("validate", "5", changes_production=True, when="production"),
+    # The clone strategy, after the window (the backend already serving): the original kept, backed up.
+    Step("original-dump", "2.1 (after the window)", when="clone production"),
+    Step("original-verify", "2.3 (after the window)", when="clone production"),
+    Step("original-restore-check", "2.3 (after the window)", when="clone production"),
+    Step("original-offsite", "2 (off-site copy, after the window)", when="clone mirrored production"),
     Step("scratch-drop", "7", when="runbook"),
     Step("clone-drop", "7 (clone)", when="clone dry"),
 )

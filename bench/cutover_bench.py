@@ -9,9 +9,10 @@ One command:
     --sizes a,b,..  scaling series (e.g. 250,500,1000,2000): every size in turn, then a table of B's
                     wall time per size and time(2000)/time(1000)
     --rebuild       rebuild the golden pilot even if one of that size exists
-    --variants      B variants to time: ephemeral (the default Prefect setup: a temporary server per
-                    run) and/or server (one `prefect server start` reused, PREFECT_API_URL set);
-                    default both
+    --variants      what to time beside A: ephemeral (B with the default Prefect setup: a temporary
+                    server per run), server (B-srv: one `prefect server start` reused, PREFECT_API_URL
+                    set), clone (C: `cutover run --strategy clone` against the reused server);
+                    default ephemeral,server,clone
     --json PATH     also write every run's raw figures as JSON
     --keep-work     keep the work directory (run logs, manifests)
 
@@ -27,8 +28,12 @@ What it does:
       A      bench/runbook_manual.sh: the runbook's commands, sequential, STEP markers per step;
       B      .venv/bin/cutover run --approved-by bench --confirm-checklist (temporary Prefect server);
       B-srv  the same against the reused Prefect server;
+      C      the clone strategy against the reused server (CUTOVER_WRITE_FREEZE=stop-service: its own
+             example API under beer_app.servicectl, stopped and started by the run), then a timed
+             `cutover rollback` of that run (the swap back);
     for each: wall time, the write-pause window (A: pg_dump start to the end of `psql \\dt`;
-    B: the manifest's first backup step start to the end of `validate`), per-step seconds
+    B: the manifest's first backup step start to the end of `validate`; C: the end of `writes-paused`,
+    its backend stopped, to the end of `validate`), per-step seconds
     (A: STEP markers; B: manifest.json), and for B the peak RSS of the `cutover` process
     (psutil, every 0.1 s; its whole process tree reported alongside);
   * prints medians, per-step medians, B/A ratios per round (median, min, max), the orchestration
@@ -86,7 +91,11 @@ WRITE_CHECKS = ("writes-paused", "writes-sample", "writes-still-paused")
 SUBPROCESS_STEPS = (
     "backup-full", "backup-schema", "backup-verify", "scratch-restore", "scratch-migrate",
     "production-stamp", "production-upgrade", "production-current", "validate", "scratch-drop",
+    "clone", "clone-migrate", "original-dump", "original-verify", "original-restore-check",
 )
+SERVICECTL = APP_DIR / "beer_app" / "servicectl.py"
+# The rollback's steps that touch the database (the backend's stop and start and its health wait left out).
+ROLLBACK_DB_STEPS = ("changes-since-cutover", "swap-back", "verify")
 B_WINDOW_START = ("row-counts", "backup-full")
 # Phases, to set A's steps beside B's.
 PHASES = (
@@ -100,6 +109,11 @@ PHASES = (
      ("production-stamp", "production-upgrade", "production-current")),
     ("validation", ("curl-root", "curl-docs", "psql-dt"), ("validate",)),
     ("cleanup", ("dropdb",), ("scratch-drop", "offsite-prune")),
+    ("C: clone, its parity and upgrade", (), ("clone", "data-parity", "clone-amcheck", "clone-migrate",
+                                              "clone-schema-parity")),
+    ("C: swap", (), ("swap",)),
+    ("C: after the window (dump, verify, restore check, off-site)", (),
+     ("original-dump", "original-verify", "original-restore-check", "original-offsite")),
 )
 
 
@@ -352,7 +366,7 @@ def end_session(proc: subprocess.Popen) -> None:
 
 @dataclass
 class Run:
-    kind: str  # A | B | B-srv
+    kind: str  # A | B | B-srv | C
     round: int
     ok: bool
     wall: float
@@ -371,6 +385,8 @@ class Run:
     phases: dict[str, float] = field(default_factory=dict)  # B: where the time outside subprocess steps goes
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per group (CpuMeter)
     code: str = ""  # fingerprint of pg_cutover/, flows/, tasks/ when the run started
+    rollback_db: float | None = None  # C: the swap back's database steps (ROLLBACK_DB_STEPS), seconds
+    rollback_wall: float | None = None  # C: the whole `cutover rollback` process
     error: str | None = None
 
 
@@ -472,8 +488,11 @@ def log_milestones(text: str, t0: float) -> dict[str, float]:
     return found
 
 
+KIND = {"ephemeral": "B", "server": "B-srv", "clone": "C"}
+
+
 def run_cutover(ctx: Context, rnd: int, variant: str) -> Run:
-    kind = "B" if variant == "ephemeral" else "B-srv"
+    kind = KIND[variant]
     run_dir = ctx.next_dir(kind)
     backup_dir = run_dir / "backups"
     env = {
@@ -487,14 +506,25 @@ def run_cutover(ctx: Context, rnd: int, variant: str) -> Run:
         "PREFECT_HOME": str(ctx.prefect_homes[variant]),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
-    if variant == "server":
+    if variant in ("server", "clone") and ctx.prefect_api_url:
         env["PREFECT_API_URL"] = ctx.prefect_api_url
+    argv = [str(CUTOVER), "run", "--approved-by", "bench", "--confirm-checklist"]
+    if variant == "clone":
+        # A clone needs no session on the database: the run stops its own backend, and starts it again.
+        port = free_port()
+        ctl = f"{sys.executable} {SERVICECTL} {{}} --pidfile {run_dir / 'api.pid'} --port {port}"
+        env.update({"CUTOVER_STRATEGY": "clone", "CUTOVER_WRITE_FREEZE": "stop-service",
+                    "CUTOVER_SERVICE_START": ctl.format("start") + f" --log {run_dir / 'api.log'}",
+                    "CUTOVER_SERVICE_STOP": ctl.format("stop"), "CUTOVER_SERVICE_STATUS": ctl.format("status"),
+                    "CUTOVER_HEALTH_URL": f"http://127.0.0.1:{port}"})
+        subprocess.run(env["CUTOVER_SERVICE_START"].split(), env=env, check=True, timeout=120,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     out = run_dir / "output.log"
     with open(out, "wb") as fh:
         t0 = time.time()
         started = time.monotonic()
         with CpuMeter(ctx.services) as cpu:
-            proc = subprocess.Popen([str(CUTOVER), "run", "--approved-by", "bench", "--confirm-checklist"],
+            proc = subprocess.Popen(argv,
                                     env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     cwd=run_dir, start_new_session=True)
             with RssMonitor(proc.pid) as mon:
@@ -521,7 +551,10 @@ def run_cutover(ctx: Context, rnd: int, variant: str) -> Run:
         run.upload_seconds = manifest["offsite"].get("seconds")
     by_name = {s["name"]: s for s in steps}
     first = next((by_name[n] for n in B_WINDOW_START if n in by_name), None)
-    if first and "validate" in by_name:
+    if kind == "C" and "writes-paused" in by_name and "validate" in by_name:
+        # From the moment the backend is stopped (its stop command returned) and writes are checked paused.
+        run.window = _ts(by_name["validate"]["ended_at"]) - _ts(by_name["writes-paused"]["ended_at"])
+    elif first and "validate" in by_name:
         run.window = _ts(by_name["validate"]["ended_at"]) - _ts(first["started_at"])
         if "writes-paused" in by_name:
             run.window_from_check = _ts(by_name["validate"]["ended_at"]) - _ts(by_name["writes-paused"]["started_at"])
@@ -549,7 +582,26 @@ def run_cutover(ctx: Context, rnd: int, variant: str) -> Run:
             end = marks.get("flow_end", t1)
             ph["last step end to flow run end (report, artifacts)"] = end - max(ends)
             ph["flow run end to process exit (server stop, teardown)"] = t1 - end
+    if variant == "clone":
+        if run.ok:
+            time_rollback(run, env, manifests[-1], run_dir)
+        subprocess.run(env["CUTOVER_SERVICE_STOP"].split(), env=env, timeout=120, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
     return run
+
+
+def time_rollback(run: Run, env: dict[str, str], manifest: Path, run_dir: Path) -> None:
+    """C's rollback after its swap, by hand: the original gets its name back."""
+    with open(run_dir / "rollback.log", "wb") as fh:
+        started = time.monotonic()
+        rc = subprocess.run([str(CUTOVER), "rollback", "--manifest", str(manifest)], env=env, stdout=fh,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=run_dir, timeout=3600).returncode
+        run.rollback_wall = time.monotonic() - started
+    rolled = json.loads(manifest.read_text()).get("rollback") or {}
+    if rc != 0 or rolled.get("status") != "restored":
+        run.ok, run.error = False, f"rollback exit {rc}, status {rolled.get('status')}: {tail_of(run_dir / 'rollback.log')}"
+        return
+    run.rollback_db = sum(s["seconds"] or 0.0 for s in rolled.get("steps", []) if s["name"] in ROLLBACK_DB_STEPS)
 
 
 def after_run(ctx: Context, s3) -> None:
@@ -758,7 +810,8 @@ def report(size_mb: float, golden: dict, runs: list[Run], kinds: list[str], comm
     p = lines.append
     ok = {k: [r for r in runs if r.kind == k and r.ok] for k in ["A", *kinds]}
     label = {"A": "A: runbook by hand", "B": "B: cutover run (temporary Prefect server)",
-             "B-srv": "B-srv: cutover run (reused Prefect server)"}
+             "B-srv": "B-srv: cutover run (reused Prefect server)",
+             "C": "C: cutover run --strategy clone (reused Prefect server)"}
     rounds = len({r.round for r in runs})
     dumps = [r.dump_bytes for r in runs if r.dump_bytes]
     p(f"## Cutover benchmark: runbook by hand vs `cutover run`, {size_mb:g} MiB pilot "
@@ -795,10 +848,17 @@ def report(size_mb: float, golden: dict, runs: list[Run], kinds: list[str], comm
       + " | ".join(fmt(max((r.rss_main_mb for r in ok[k]), default=None), 0) for k in kinds) + " |")
     p("| peak RSS of its process tree, MB (max of runs) | - | "
       + " | ".join(fmt(max((r.rss_tree_mb for r in ok[k]), default=None), 0) for k in kinds) + " |")
+    if "C" in kinds:
+        p("| rollback after the swap: its database steps (changes-since-cutover, swap-back, verify), median s | - | "
+          + " | ".join(fmt(med(r.rollback_db for r in ok[k])) if k == "C" else "-" for k in kinds) + " |")
+        p("| rollback after the swap: the whole `cutover rollback` process, median s | - | "
+          + " | ".join(fmt(med(r.rollback_wall for r in ok[k])) if k == "C" else "-" for k in kinds) + " |")
     p("")
     p("A's window is pg_dump's start to the end of `psql \\dt` (its S3 upload comes after, outside the window); "
       "B's is the manifest's first backup step (`row-counts`) start to the end of `validate`, and includes "
-      "waiting for the off-site copy to be proven, which B requires before touching production.\n")
+      "waiting for the off-site copy to be proven, which B requires before touching production. C's is the "
+      "end of `writes-paused` (its backend stopped, writes checked paused) to the end of `validate`; its dump, restore check "
+      "and off-site copy come after, with the backend serving, and count in its wall time only.\n")
 
     cores = os.cpu_count() or 1
     if any(r.cpu for r in runs):
@@ -826,8 +886,9 @@ def report(size_mb: float, golden: dict, runs: list[Run], kinds: list[str], comm
             rs = ratios(runs, k, attr)
             m = med(rs)
             summary[f"{k}/A {attr}"] = m
-            target = "<= 0.6 on the 1 GB pilot"
-            v = (m <= 0.6) if (is_1gb and m is not None) else None
+            limit = (0.3 if attr == "window" else 1.0) if k == "C" else 0.6
+            target = f"<= {limit:g} on the 1 GB pilot"
+            v = (m <= limit) if (is_1gb and m is not None) else None
             p(f"| {what} {k}/A | {fmt(m)} | {fmt(min(rs) if rs else None)} | {fmt(max(rs) if rs else None)} | "
               f"{target} | {verdict(v)} |")
     p("")
@@ -891,7 +952,23 @@ def report(size_mb: float, golden: dict, runs: list[Run], kinds: list[str], comm
     p("\n</details>\n")
 
     p("Targets:\n")
-    for k in kinds:
+    if "C" in kinds and ok["C"]:
+        # C close to its limit: the window against what no strategy of this kind can avoid, in the same run.
+        limits = [r.window / (r.steps.get("clone", 0.0) + r.steps.get("clone-migrate", 0.0))
+                  for r in ok["C"] if r.window and r.steps.get("clone")]
+        summary["C window/limit"] = med(limits)
+        rb = max((r.rollback_db for r in ok["C"] if r.rollback_db is not None), default=None)
+        summary["C rollback"] = rb
+        w, win = summary.get("C/A wall"), summary.get("C/A window")
+        p(f"- C: window C/A <= 0.3 on the 1 GB pilot: {verdict((win <= 0.3) if is_1gb and win is not None else None)} "
+          f"({fmt(win)}); wall C/A <= 1.0 on the 1 GB pilot (the work after the window included): "
+          f"{verdict((w <= 1.0) if is_1gb and w is not None else None)} ({fmt(w)})")
+        p(f"- C: window <= 1.3 x (`clone` + `clone-migrate`, the same run's): "
+          f"{verdict(summary['C window/limit'] <= 1.3 if summary['C window/limit'] is not None else None)} "
+          f"(median {fmt(summary['C window/limit'])}x)")
+        p(f"- C: rollback after the swap (its database steps) <= 2 s: {verdict(rb <= 2 if rb is not None else None)} "
+          f"(max {fmt(rb)} s)")
+    for k in [k for k in kinds if k != "C"]:
         w, win = summary.get(f"{k}/A wall"), summary.get(f"{k}/A window")
         p(f"- {k}: wall B/A <= 0.6 on the 1 GB pilot: "
           f"{verdict((w <= 0.6) if is_1gb and w is not None else None)} ({fmt(w)}); "
@@ -920,7 +997,7 @@ def bench_size(ctx_base: dict, size_mb: float, pairs: int, variants: list[str], 
                   work=stack_work / golden["name"], prefect_homes=ctx_base["homes"],
                   prefect_api_url=ctx_base["prefect_api_url"], services=ctx_base["services"])
     ctx.work.mkdir(exist_ok=True)
-    kinds_order = ["A", *("B" if v == "ephemeral" else "B-srv" for v in variants)]
+    kinds_order = ["A", *(KIND[v] for v in variants)]
     runs: list[Run] = []
     for rnd in range(pairs):
         order = kinds_order if rnd % 2 == 0 else list(reversed(kinds_order))
@@ -931,7 +1008,7 @@ def bench_size(ctx_base: dict, size_mb: float, pairs: int, variants: list[str], 
             if kind == "A":
                 run = run_manual(ctx, rnd)
             else:
-                run = run_cutover(ctx, rnd, "ephemeral" if kind == "B" else "server")
+                run = run_cutover(ctx, rnd, {k: v for v, k in KIND.items()}[kind])
             run.code = code
             keep_evidence(ctx.work / f"run{ctx.counter:02d}_{kind}")
             after_run(ctx, s3)
@@ -951,8 +1028,9 @@ def main() -> int:
     parser.add_argument("--sizes", help="comma-separated sizes in MiB: the scaling series")
     parser.add_argument("--pairs", type=int, help="rounds (default 3, or 1 with --sizes)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the golden pilot(s)")
-    parser.add_argument("--variants", default="ephemeral,server",
-                        help="B variants: ephemeral (temporary Prefect server per run), server (reused)")
+    parser.add_argument("--variants", default="ephemeral,server,clone",
+                        help="ephemeral (B: temporary Prefect server per run), server (B-srv: reused), "
+                             "clone (C: the clone strategy, reused server)")
     parser.add_argument("--json", type=Path, help="write raw results here")
     parser.add_argument("--keep-work", action="store_true", help="keep logs and manifests (printed path)")
     args = parser.parse_args()
@@ -961,9 +1039,9 @@ def main() -> int:
     sizes = [float(s) for s in args.sizes.split(",")] if args.sizes else [args.size_mb]
     pairs = args.pairs or (1 if args.sizes else 3)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    if not variants or set(variants) - {"ephemeral", "server"}:
-        parser.error("--variants takes ephemeral and/or server")
-    kinds = ["B" if v == "ephemeral" else "B-srv" for v in variants]
+    if not variants or set(variants) - set(KIND):
+        parser.error("--variants takes ephemeral, server and/or clone")
+    kinds = [KIND[v] for v in variants]
     command = "/work/main/.venv/bin/python bench/cutover_bench.py " + " ".join(sys.argv[1:])
 
     import boto3
@@ -985,7 +1063,8 @@ def main() -> int:
             # The API is started on bench_pilot, which must exist for it to answer.
             first_golden = ensure_golden(pg, sizes[0], args.rebuild)
             reset_pilot(pg, first_golden["name"])
-            log("starting moto S3, the example API" + (" and a Prefect server" if "server" in variants else ""))
+            reused = "server" in variants or "clone" in variants
+            log("starting moto S3, the example API" + (" and a Prefect server" if reused else ""))
             s3_url = stack.enter_context(s3_server(log_path=work / "s3.log"))
             api_url = stack.enter_context(example_api(pg.env(), PILOT, log_path=work / "api.log"))
             s3 = boto3.client("s3", endpoint_url=s3_url)
@@ -993,10 +1072,11 @@ def main() -> int:
             homes = {v: work / f"prefect-home-{v}" for v in variants}
             for home in homes.values():
                 home.mkdir()
-            prefect_api_url = start_prefect_server(stack, homes["server"], work) if "server" in variants else None
+            prefect_api_url = start_prefect_server(stack, homes.get("server") or homes["clone"], work) if reused \
+                else None
             log("warming up the Prefect home(s) with one trivial flow run (untimed)")
             for v in variants:
-                warm_up(homes[v], prefect_api_url if v == "server" else None)
+                warm_up(homes[v], prefect_api_url if v in ("server", "clone") else None)
             services = {"postgres": 0, "s3": listener_pid(s3_url), "api": listener_pid(api_url)}
             if prefect_api_url:
                 services["prefect-server"] = listener_pid(prefect_api_url)
@@ -1035,6 +1115,19 @@ def main() -> int:
                 cells += [fmt(w), fmt(med(r.window for r in okr if r.kind == k)), fmt(summary.get(f"{k}/A wall"))]
             print(f"| {size:g} | " + " | ".join(cells) + " |")
         print()
+        if "C" in kinds:
+            windows = {size: med(r.window for r in runs if r.ok and r.kind == "C") for size, _, runs in scaling}
+            windows = {size: w for size, w in windows.items() if w}
+            if len(windows) > 1:
+                first = min(windows)
+                worst = max(windows[size] / windows[first] / (size / first) for size in windows if size != first)
+                print(f"- C: window(size)/window({first:g} MiB) against size/{first:g} MiB, worst: {worst:.2f} "
+                      f"(<= 1.0: the window grows no faster than the data): {verdict(worst <= 1.0)}")
+            big = max(windows, default=None)
+            if big is not None and big >= 4000:
+                ratio = next((s.get("C/A window") for size, s, _ in scaling if size == big), None)
+                print(f"- C: window C/A at {big:g} MiB <= 0.3: {verdict(ratio <= 0.3 if ratio is not None else None)} "
+                      f"({fmt(ratio)})")
         for k in kinds:
             if 2000 in walls[k] and 1000 in walls[k]:
                 print(f"- {k}: time(2 GB)/time(1 GB) = {walls[k][2000] / walls[k][1000]:.2f} "

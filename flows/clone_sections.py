@@ -60,6 +60,11 @@ class CloneCutover(Cutover):
                 self.kit, self.pg, plan.target_rev, derived_name(plan.database, "target", plan.timestamp)))
         return self
 
+    def _sample_writes(self, start) -> None:
+        """No counter sample to wait for: the clone itself is refused while any other session is connected
+        to production, which no writer survives. Before the swap, writes-still-paused counts from here."""
+        self.write_reading = start.reading
+
     def clone(self) -> None:
         """3.1 The copy: exact counts and production's half of data parity first (every session on
         production must have ended before `CREATE DATABASE ... TEMPLATE`), then the clone and its half."""
@@ -67,7 +72,6 @@ class CloneCutover(Cutover):
         with rec.step("row-counts"):
             rec.update(row_counts=db.row_counts(kit.conn, plan.database, plan.tables))
         production_side = read_production_side(kit, plan, rec.manifest.row_counts)
-        self._writes_sample()
         rec.update(clone=CloneRecord(original_oid=databases.oid_of(kit.conn, plan.database), clone=plan.scratch_db,
                                      before=plan.before_db))
         with rec.step("clone") as step:

@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from pg_cutover.checks import changes
+from pg_cutover.clone import databases as clone_databases
 from pg_cutover.errors import ConfigError
 from pg_cutover.launcher.prefect_internals import heartbeats
 from pg_cutover.pg import db
@@ -192,8 +193,8 @@ def _roll_back(run: _Steps, manifest: str, strategy: str, automatic: bool, targe
             with rec.rollback_step("stop-backend") as step:
                 step.detail = {"summary": kit.rollback_service.describe("stop")}  # before: a failure names it too
                 run(stop_backend, kit)
-            if m.strategy == "clone":
-                _swap_back(run, rec, kit, m)
+            if m.strategy == "clone" and (m.backup is None or clone_databases.name_of(kit.conn, m.clone.original_oid)):
+                _swap_back(run, rec, kit, m)  # the original still stands (or there is nothing else)
             else:
                 aside = _restore_backup(run, rec, kit, pg, m, source, store, strategy)
             with rec.rollback_step("verify"):

@@ -30,6 +30,7 @@ from pg_cutover.rollback import late_writes
 from pg_cutover.runbook import steps
 from pg_cutover.runbook.manifest import Manifest, RunRecorder
 from pg_cutover.runbook.plan import Plan, derived_name
+from pg_cutover.runbook.report import write_pause_seconds
 from pg_cutover.settings import Settings
 from pg_cutover.storage.s3 import S3Store
 from pg_cutover.tasks.backup import full_backup, schema_snapshot, verify_backup
@@ -146,7 +147,11 @@ class Cutover:
             step.detail = {"summary": "no other session holds a transaction id; rows changed sampled beside the backup"
                            if result.get("checked") else result.get("reason", "")}
         if result.get("checked"):
-            self.inflight.start("writes-sample", writes_sample.submit(kit, plan.database, result["sample_start"]))
+            self._sample_writes(result["sample_start"])
+
+    def _sample_writes(self, start) -> None:
+        """The counter sample, beside the backup; collected before the scratch copy is read as production's twin."""
+        self.inflight.start("writes-sample", writes_sample.submit(self.kit, self.plan.database, start))
 
     def check_baseline_parity(self) -> None:
         """3. (first) The claim `alembic stamp` makes: the pilot is exactly the baseline."""
@@ -424,10 +429,12 @@ def _summary(rec: RunRecorder) -> dict[str, Any]:
     m = rec.manifest
     return {
         "status": m.status,
+        "strategy": m.strategy,
         "database": m.database,
         "revision_before": m.revision_before,
         "revision_after": m.revision_after,
         "backup": m.backup.path if m.backup else None,
         "manifest": str(rec.path),
         "run_dir": str(rec.run_dir),
+        "write_pause_seconds": write_pause_seconds(m),
     }

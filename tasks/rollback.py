@@ -110,10 +110,20 @@ def start_backend(kit: Toolkit) -> list[dict]:
 
 @task(name="rollback-verify", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, timeout_seconds=600)
 def verify_restored(kit: Toolkit, manifest: Manifest) -> str | None:
-    """The revision is the pre-cutover one and every table holds its pre-cutover row count."""
+    """The revision is the pre-cutover one and every table holds its pre-cutover row count.
+
+    After a swap back the database is the original itself, found by OID: it was never written by
+    the cutover, so its identity is the proof, and nothing is counted (seconds at any size).
+    """
     revision = db.alembic_revision(kit.conn, manifest.database)
     if revision != manifest.revision_before:
         raise StepFailed(f"After the restore {manifest.database} is at revision {revision!r}, not {manifest.revision_before!r}.")
+    if manifest.strategy == "clone" and manifest.rollback.restored_sha256 is None:
+        oid = clone_databases.oid_of(kit.conn, manifest.database)
+        if oid != manifest.clone.original_oid:
+            raise StepFailed(f"After the swap back {manifest.database} is OID {oid}, not the original's "
+                             f"{manifest.clone.original_oid}.")
+        return revision
     counts = db.row_counts(kit.conn, manifest.database, list(manifest.row_counts))
     if counts != manifest.row_counts:
         raise StepFailed(f"After the restore {manifest.database} holds {counts}, not {manifest.row_counts}.")

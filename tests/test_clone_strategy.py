@@ -28,7 +28,7 @@ from tests.conftest import BASELINE, HEAD, operator_env, wait_for
 from tests.helpers import artifacts_with_key, data_fingerprint, databases_like, execute
 
 APPROVED = dict(approved_by="alice", checklist=Checklist.all_confirmed())
-CLONE_STEPS = ["writes-paused", "baseline-parity", "row-counts", "writes-sample", "clone", "data-parity",
+CLONE_STEPS = ["writes-paused", "baseline-parity", "row-counts", "clone", "data-parity",
                "clone-amcheck", "clone-migrate", "clone-schema-parity", "upgrade-sql", "window-check",
                "writes-still-paused", "swap", "start-backend", "validate", "original-dump", "original-verify",
                "original-restore-check"]
@@ -106,6 +106,28 @@ def test_the_clone_is_upgraded_and_swapped_in_and_the_original_is_kept_unchanged
     assert the_manifest().clone.original_dropped_at is not None
     assert finalize()["rows"] == []  # nothing left to decide
     assert db.alembic_revision(conn, pilot) == HEAD
+
+    # With the original gone, a rollback by hand restores the proven dump instead of swapping back.
+    from pg_cutover.flows.rollback import rollback
+
+    summary = rollback(manifest=str(Path(m.backup.path).parent))
+    assert summary["status"] == "restored" and summary["restored_from"]
+    assert data_fingerprint(conn, pilot) == before and db.alembic_revision(conn, pilot) is None
+    assert db.alembic_revision(conn, summary["failed_database"]) == HEAD  # the upgraded database, kept aside
+
+
+def test_a_dry_run_clones_upgrades_and_checks_the_clone_then_drops_it(prefect_api, conn, pilot, cutover_env):
+    cutover_env.setenv("CUTOVER_STRATEGY", "clone")
+    before = data_fingerprint(conn, pilot)
+
+    state = cutover(dry_run=True, return_state=True)
+
+    assert state.is_completed(), state.message
+    m = the_manifest()
+    assert m.status == "dry-run" and not m.production_touched
+    assert [s.name for s in m.steps][-4:] == ["clone-amcheck", "clone-migrate", "clone-schema-parity", "clone-drop"]
+    assert databases_like(conn, f"{pilot}_next_") == [] and databases_like(conn, f"{pilot}_before_") == []
+    assert data_fingerprint(conn, pilot) == before and db.alembic_revision(conn, pilot) is None
 
 
 def test_a_revision_failing_on_the_clone_leaves_the_original_untouched(prefect_api, conn, pilot, clone_env,

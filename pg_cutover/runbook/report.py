@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pg_cutover.runbook.manifest import Manifest
 
 REPORT_NAME = "report.md"
@@ -29,10 +31,32 @@ def render_report(m: Manifest) -> str:
         f"| revision before / after | `{m.revision_before or 'none (legacy, no alembic_version)'}` / `{m.revision_after or '-'}` |",
         f"| production touched | {'yes' if m.production_touched else 'no'} |",
         f"| dry run | {'yes' if m.dry_run else 'no'} |",
+        f"| strategy | {m.strategy} |",
         f"| scratch database | `{m.scratch_db or '-'}` |",
     ]
+    window = write_pause_seconds(m)
+    if window is not None:
+        lines.append(f"| write-pause window | {window:.1f} s (writes stopped to the backend answering on the "
+                     "upgraded database) |")
     if m.checklist:
         lines.append(f"| checklist | {', '.join(f'{k}: {v}' for k, v in m.checklist.items())} |")
+    if m.clone:
+        c = m.clone
+        after = ("dropped at " + c.original_dropped_at if c.original_dropped_at else
+                 "kept" + (f"; dump verified{', restore-checked' if c.restore_checked else ''}"
+                           f"{', off-site verified' if c.offsite_verified else ''}" if c.dump_verified
+                           else "; its dump is not verified, so finalize keeps it"))
+        lines += [
+            "",
+            "## Clone and swap",
+            "",
+            "| | |",
+            "|---|---|",
+            f"| clone | `{c.clone}` (OID {c.clone_oid or '-'}), {c.copy_strategy or '-'}, "
+            f"{c.clone_seconds if c.clone_seconds is not None else '-'} s |",
+            f"| swap | {f'{c.swap_seconds} s at {c.swapped_at}' if c.swapped_at else 'not done'} |",
+            f"| the original | `{c.before if c.swapped_at else m.database}` (OID {c.original_oid}): {after} |",
+        ]
     if m.backup:
         b = m.backup
         lines += [
@@ -69,11 +93,21 @@ def render_report(m: Manifest) -> str:
         lines += ["", "## Failure", "", f"Step `{m.failure['step']}`: {m.failure['error']}"]
         lines.append("")
         lines.append(
-            "Production was touched: restore from the backup above (runbook section 6)."
+            ("Production was touched: the rollback gives the original its name back (two renames; runbook "
+             "section 6)." if m.strategy == "clone" else
+             "Production was touched: restore from the backup above (runbook section 6).")
             if m.production_touched
             else "Production was not touched: nothing to roll back."
         )
     return "\n".join(lines) + "\n"
+
+
+def write_pause_seconds(m: Manifest) -> float | None:
+    """From the writes-paused step's start to the end of validation (the backend answering), when both ran."""
+    paused, validated = m.step("writes-paused"), m.step("validate")
+    if paused is None or validated is None or validated.ended_at is None or validated.status != "succeeded":
+        return None
+    return (datetime.fromisoformat(validated.ended_at) - datetime.fromisoformat(paused.started_at)).total_seconds()
 
 
 INCIDENT_NAME = "incident.md"

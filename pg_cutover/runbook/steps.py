@@ -61,7 +61,7 @@ CUTOVER: tuple[Step, ...] = (
     Step("backup-schema", "2.2", when="runbook"),
     Step("backup-verify", "2.3", when="runbook"),
     Step("scratch-restore", "3.1", when="runbook"),
-    Step("writes-sample", "1", when="sampled"),
+    Step("writes-sample", "1", when="sampled runbook"),
     # The clone strategy: a file-level copy of the paused database is the dry run and the candidate.
     Step("clone", "3.1 (clone)", when="clone"),
     Step("data-parity", "3.1"),

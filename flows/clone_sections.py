@@ -136,7 +136,7 @@ class CloneCutover(Cutover):
         rec.update(production_state=state.model_copy(update={"database": plan.database}))
         with rec.step("swap") as step:
             started = datetime.now(timezone.utc)
-            swap_in(kit, plan)
+            swap_in(kit, plan, self.write_reading)
             seconds = (datetime.now(timezone.utc) - started).total_seconds()
             rec.manifest.clone.swap_seconds, rec.manifest.clone.swapped_at = round(seconds, 3), started.isoformat()
             rec.update(scratch_db=None, revision_after=db.alembic_revision(kit.conn, plan.database))

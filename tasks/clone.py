@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from pg_cutover.backup import dump as backups
 from pg_cutover.checks import equivalence, parity
 from pg_cutover.checks.baseline import Baseline
+from pg_cutover.checks.writes import CounterReading
 from pg_cutover.clone import databases
 from pg_cutover.errors import StepFailed
 from pg_cutover.pg.tools import PgClient
@@ -59,9 +60,10 @@ def clone_schema_parity(kit: Toolkit, pg: PgClient, plan: Plan, upgraded: dict, 
 
 
 @task(name="swap", cache_policy=NO_CACHE, timeout_seconds=600)
-def swap_in(kit: Toolkit, plan: Plan) -> None:
-    """Production aside to <db>_before_<ts>, the upgraded clone into its place."""
-    databases.swap(kit.conn, plan.database, plan.scratch_db, plan.before_db)
+def swap_in(kit: Toolkit, plan: Plan, since: CounterReading | None = None) -> None:
+    """Production aside to <db>_before_<ts>, the upgraded clone into its place; with `since`, nothing
+    written to production since that reading, counted once its last session has ended."""
+    databases.swap(kit.conn, plan.database, plan.scratch_db, plan.before_db, since)
     get_run_logger().info("%s is now the upgraded clone; the original is kept as %s", plan.database, plan.before_db)
 
 

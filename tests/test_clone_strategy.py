@@ -415,3 +415,25 @@ def test_a_full_tablespace_leaves_nothing_behind(prefect_api, conn, pilot, cutov
         finally:
             db.drop_databases_like(conn, pilot)
             execute(conn, "postgres", f"DROP TABLESPACE IF EXISTS {space}")
+
+
+def test_the_swap_counts_the_original_again_once_its_sessions_are_gone_and_undoes_itself(conn, pilot):
+    from pg_cutover.checks.writes import begin_sample
+    from pg_cutover.clone import databases
+    from pg_cutover.errors import StepFailed
+
+    clone, before = f"{pilot}_next_t", f"{pilot}_before_t"
+    databases.create_clone(conn, pilot, clone, db.probe(conn, "postgres") // 10000)
+    reading = begin_sample(conn, pilot, 0).reading
+    # A write after the clone was taken, by a session that stays connected: the swap's first rename ends it.
+    writer = psycopg2.connect(host=conn.host, port=conn.port, user=conn.user, password=conn.password, dbname=pilot)
+    writer.autocommit = True
+    writer.cursor().execute("INSERT INTO breweries (name, city) SELECT 'late', 'x'")
+
+    with pytest.raises(StepFailed, match="1 rows were written to .* after its clone was taken.*has its name back"):
+        databases.swap(conn, pilot, clone, before, reading)
+
+    assert db.database_exists(conn, pilot) and db.database_exists(conn, clone)
+    assert not db.database_exists(conn, before)
+    assert db.row_counts(conn, pilot, ["public.breweries"])["public.breweries"] == \
+        db.row_counts(conn, clone, ["public.breweries"])["public.breweries"] + 1

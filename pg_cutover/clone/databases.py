@@ -8,11 +8,12 @@ called now.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from psycopg2 import errors as pg_errors
 from psycopg2 import sql
 
+from pg_cutover.checks.writes import CounterReading, changes_since
 from pg_cutover.clone.preconditions import FILE_COPY_MAJOR
 from pg_cutover.errors import StepFailed
 from pg_cutover.pg import db
@@ -93,19 +94,34 @@ def create_clone(conn: ConnInfo, source: str, clone: str, server_major: int) -> 
     return Clone(clone, oid, seconds, copy)
 
 
-def swap(conn: ConnInfo, database: str, clone: str, before: str) -> None:
-    """`database` aside to `before`, then `clone` into its place; the first rename undone if the second fails."""
+def swap(conn: ConnInfo, database: str, clone: str, before: str, since: CounterReading | None = None) -> None:
+    """`database` aside to `before`, then `clone` into its place; the first rename undone if anything fails.
+
+    `since`: the writes-paused reading. The first rename ends every session on the original
+    (their counters are flushed as they exit), so counting again there proves that nothing was
+    written after the clone was taken: a write would otherwise stay behind in `before`.
+    """
     db.rename_database(conn, database, before)
     try:
+        if since is not None:
+            changed, writers = changes_since(conn, replace(since, database=before))
+            if changed or writers:
+                raise StepFailed(f"{changed} rows were written to {database} after its clone was taken"
+                                 f"{' (' + describe_writers(writers) + ')' if writers else ''}; they are not in "
+                                 "the clone")
         db.rename_database(conn, clone, database)
     except Exception as exc:
         try:
             db.rename_database(conn, before, database)
         except Exception:
-            raise StepFailed(f"Putting {clone} in place failed ({_first_line(exc)}), and renaming {before} back "
-                             f"failed too: the original is intact under {before}; rename it back by hand.") from None
-        raise StepFailed(f"Putting {clone} in place failed ({_first_line(exc)}); the original has its name "
-                         "back and is untouched.") from None
+            raise StepFailed(f"The swap failed ({_first_line(exc)}), and renaming {before} back failed too: the "
+                             f"original is intact under {before}; rename it back by hand.") from None
+        raise StepFailed(f"The swap failed ({_first_line(exc).rstrip('.')}); the original has its name back, with "
+                         "every row it had.") from None
+
+
+def describe_writers(writers: list[dict]) -> str:
+    return "; ".join(f"pid {w['pid']} {w['user']} ({w['application'] or 'no name'})" for w in writers)
 
 
 @dataclass

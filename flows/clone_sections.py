@@ -28,7 +28,6 @@ from pg_cutover.tasks.offsite import mirror
 from pg_cutover.tasks.parity import (
     build_baseline,
     data_parity,
-    read_production_side,
     scratch_amcheck,
     scratch_fingerprint,
 )
@@ -66,12 +65,9 @@ class CloneCutover(Cutover):
         self.write_reading = start.reading
 
     def clone(self) -> None:
-        """3.1 The copy: exact counts and production's half of data parity first (every session on
-        production must have ended before `CREATE DATABASE ... TEMPLATE`), then the clone and its half."""
+        """3.1 The copy, then data parity: both databases read side by side (the original is paused and,
+        with no session left on it, nobody writes to it again), amcheck of the copy beside them."""
         rec, kit, plan = self.rec, self.kit, self.plan
-        with rec.step("row-counts"):
-            rec.update(row_counts=db.row_counts(kit.conn, plan.database, plan.tables))
-        production_side = read_production_side(kit, plan, rec.manifest.row_counts)
         rec.update(clone=CloneRecord(original_oid=databases.oid_of(kit.conn, plan.database), clone=plan.scratch_db,
                                      before=plan.before_db))
         with rec.step("clone") as step:
@@ -89,10 +85,10 @@ class CloneCutover(Cutover):
                 step.status, step.error = "warning", "; ".join(problems)
         self.inflight.start("clone-amcheck", scratch_amcheck.submit(kit, plan))
         with rec.step("data-parity") as step:
-            result = data_parity(kit, plan, production_side)
+            result = data_parity(kit, plan)
             step.detail = {"summary": f"{result['tables']} tables equal in the clone "
-                                      f"({result['checksummed']} checksummed)"}
-            rec.update(production_checksums=result["production_checksums"])
+                                      f"({result['checksummed']} checksummed), both sides read at once"}
+            rec.update(row_counts=result["production_rows"], production_checksums=result["production_checksums"])
         with rec.step("clone-amcheck") as step:
             checked = self.inflight.take("clone-amcheck").result()
             if checked.get("unavailable"):

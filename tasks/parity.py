@@ -128,7 +128,8 @@ def data_parity(kit: Toolkit, plan: Plan, production_side: dict | None = None,
         raise StepFailed(f"The scratch copy differs from production in {', '.join(bad['table'])}: "
                          "the backup does not hold what production holds.")
     checksums = {t: c for t, c in zip(frame["table"], frame["checksum production"]) if c and c != parity.SKIPPED_SIZE}
-    return {"tables": len(frame), "checksummed": len(checksums), "production_checksums": checksums}
+    return {"tables": len(frame), "checksummed": len(checksums), "production_checksums": checksums,
+            "production_rows": dict(zip(frame["table"], frame["rows production"]))}
 
 
 @task(name="scratch-amcheck", cache_policy=NO_CACHE)

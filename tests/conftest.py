@@ -39,7 +39,7 @@ _ENV_NAMES = [
     "CUTOVER_S3_PART_SIZE_MB", "CUTOVER_REQUIRE_OFFSITE", "CUTOVER_S3_KEEP", "CUTOVER_S3_OBJECT_LOCK_DAYS",
     "CUTOVER_S3_CHECKSUM", "CUTOVER_S3_PREFIX", "CUTOVER_SERVICE", "CUTOVER_S3_MAX_ATTEMPTS", "BEER_APP_INCOMPATIBLE_WITH",
     "CUTOVER_LINT", "CUTOVER_BASELINE_BOOTSTRAP", "CUTOVER_PARITY_ALLOW", "CUTOVER_WRITE_FREEZE", "CUTOVER_LOCK_RETRIES",
-    "CUTOVER_LOCK_RETRY_WAIT_SECONDS", "CUTOVER_LOCK_TIMEOUT",
+    "CUTOVER_LOCK_RETRY_WAIT_SECONDS", "CUTOVER_LOCK_TIMEOUT", "CUTOVER_WRITE_SAMPLE_SECONDS", "CUTOVER_STRATEGY",
     "CUTOVER_ROLLBACK_SERVICE_STATUS", "CUTOVER_ROLLBACK_SERVICE_STOP", "CUTOVER_ROLLBACK_SERVICE_START",
 ]
 
@@ -125,6 +125,9 @@ def operator_env(monkeypatch, pg_target, database: str, baseline: str, alembic_d
     monkeypatch.setenv("CUTOVER_ALEMBIC_DIR", str(alembic_dir))
     monkeypatch.setenv("CUTOVER_BACKUP_DIR", str(backups))
     monkeypatch.setenv("CUTOVER_HEALTH_URL", "none")
+    # On a few-MB pilot the backup beside which the counter sample runs takes well under its default 2 s,
+    # so every flow test would wait for it; the tests of the sample itself set their own length.
+    monkeypatch.setenv("CUTOVER_WRITE_SAMPLE_SECONDS", "0.2")
     return monkeypatch
 
 

@@ -56,7 +56,7 @@ CUTOVER: tuple[Step, ...] = (
     Step("validate-unchanged", "5", when="at_target"),
     Step("writes-paused", "1"),
     Step("baseline-parity", "3 (proof before stamping)"),
-    Step("row-counts", "2"),
+    Step("row-counts", "2", when="runbook"),  # the clone strategy counts in data-parity, after the clone
     Step("backup-full", "2.1", when="runbook"),
     Step("backup-schema", "2.2", when="runbook"),
     Step("backup-verify", "2.3", when="runbook"),

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from prefect import get_run_logger
 
-from pg_cutover.checks import changes
+from pg_cutover.checks import changes, parity
 from pg_cutover.clone import databases
 from pg_cutover.flows.sections import Cutover, _validate
 from pg_cutover.migrations.runner import MIGRATION_APPLICATION
@@ -45,6 +45,15 @@ def _warning_on_failure(step, what: str):
         step.status, step.error = "warning", f"{what} ({' '.join(str(exc).split())[:500]}); production stays " \
                                              "upgraded and the original is kept"
         get_run_logger().warning("After the window: %s", step.error)
+
+
+def _drop_quietly(kit, pg, name: str) -> None:
+    """The check database goes whatever happened; failing to drop it is said, not raised."""
+    try:
+        if db.database_exists(kit.conn, name):
+            parity.drop_database(kit.conn, name, pg)
+    except Exception as exc:
+        get_run_logger().warning("Could not drop the check database %s (%s); drop it by hand.", name, exc)
 
 
 class CloneCutover(Cutover):
@@ -146,28 +155,39 @@ class CloneCutover(Cutover):
 
     def keep_original(self) -> None:
         """After the window, the backend serving: the frozen original dumped, its dump proven by a restore
-        and sent off-site. A failure here never rolls production back; it is a warning, and the original
-        stays (`cutover finalize` drops it only once its dump is proven)."""
+        fed from the file as it is written, and sent off-site. A failure here never rolls production back;
+        it is a warning, and the original stays (`cutover finalize` drops it only once its dump is proven)."""
         rec, plan, clone = self.rec, self.plan, self.rec.manifest.clone
-        with rec.step("original-dump") as step, _warning_on_failure(step, "the original's dump failed"):
-            backup = dump_original(self.pg, plan, self.settings.dump_compression or None)
-            rec.update(backup=backup)
-            step.detail = {"summary": f"{plan.before_db} -> {backup.path} ({backup.size_bytes} bytes)"}
-        if rec.manifest.backup is None:
-            return
-        with rec.step("original-verify") as step, _warning_on_failure(step, "the original's dump did not verify"):
-            rec.update(backup=verify_backup(self.pg, plan, rec.manifest.backup))
-            clone.dump_verified = True
-            step.detail = {"summary": f"SHA-256 {rec.manifest.backup.sha256[:12]}..., {len(plan.tables)} tables listed"}
-        if not self.settings.verify_restore:
-            rec.skip("original-restore-check", "CUTOVER_VERIFY_RESTORE is off")
-        elif clone.dump_verified:
-            with rec.step("original-restore-check") as step, \
-                    _warning_on_failure(step, "the original's dump did not restore"):
-                checked = restore_check(self.kit, self.pg, plan, rec.manifest.backup, rec.manifest.row_counts)
-                clone.restore_checked = True
-                step.detail = {"summary": f"{checked['rows']} rows in {checked['tables']} tables restored into "
-                                          f"{checked['database']}, equal to the original's counts; dropped"}
+        check = derived_name(plan.database, "check", plan.timestamp) if self.settings.verify_restore else None
+        restoring = None
+        try:
+            with rec.step("original-dump") as step, _warning_on_failure(step, "the original's dump failed"):
+                backup, restoring = dump_original(self.pg, plan, self.settings.dump_compression or None, check)
+                rec.update(backup=backup)
+                step.detail = {"summary": f"{plan.before_db} -> {backup.path} ({backup.size_bytes} bytes)"
+                                          + (f"; restored into {check} as it was written" if check else "")}
+            if rec.manifest.backup is None:
+                return
+            with rec.step("original-verify") as step, _warning_on_failure(step, "the original's dump did not verify"):
+                rec.update(backup=verify_backup(self.pg, plan, rec.manifest.backup))
+                clone.dump_verified = True
+                step.detail = {"summary": f"SHA-256 {rec.manifest.backup.sha256[:12]}..., {len(plan.tables)} tables "
+                                          "listed"}
+            if restoring is None:
+                rec.skip("original-restore-check", "CUTOVER_VERIFY_RESTORE is off")
+            elif clone.dump_verified:
+                with rec.step("original-restore-check") as step, \
+                        _warning_on_failure(step, "the original's dump did not restore"):
+                    checked = restore_check(self.kit, plan, restoring, check, rec.manifest.row_counts)
+                    restoring = None
+                    clone.restore_checked = True
+                    step.detail = {"summary": f"{checked['rows']} rows in {checked['tables']} tables restored into "
+                                              f"{check} in {checked['seconds']:.1f} s, equal to the original's counts"}
+        finally:
+            if restoring is not None:
+                restoring.abort()
+            if check is not None:
+                _drop_quietly(self.kit, self.pg, check)
         if self.store is not None and clone.dump_verified:
             with rec.step("original-offsite") as step, _warning_on_failure(step, "the off-site copy failed"):
                 offsite = mirror(self.store, plan, rec.manifest.backup, self.settings.s3_link_seconds,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -13,8 +11,8 @@ from pg_cutover.checks.baseline import Baseline
 from pg_cutover.checks.writes import CounterReading
 from pg_cutover.clone import databases
 from pg_cutover.errors import StepFailed
+from pg_cutover.pg import db
 from pg_cutover.pg.tools import PgClient
-from pg_cutover.rollback.restore import restore_into
 from pg_cutover.runbook.manifest import BackupRecord
 from pg_cutover.runbook.plan import Plan, derived_name
 from pg_cutover.runbook.report import human_size
@@ -68,18 +66,29 @@ def swap_in(kit: Toolkit, plan: Plan, since: CounterReading | None = None) -> No
 
 
 @task(name="original-dump", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)
-def dump_original(pg: PgClient, plan: Plan, compression: str | None) -> BackupRecord:
-    """`pg_dump -Fc` of the original, frozen since the swap, as production's pre-cutover backup."""
-    record = backups.plain_backup(pg, plan.before_db, plan.backup_path, compression=compression)
+def dump_original(pg: PgClient, plan: Plan, compression: str | None,
+                  check_db: str | None) -> tuple[BackupRecord, backups.StreamedRestore | None]:
+    """`pg_dump -Fc` of the original, frozen since the swap, as production's pre-cutover backup; with
+    `check_db`, restored into it from the file while the dump writes it (one pass, as the runbook's scratch)."""
+    if check_db is None:
+        record, restoring = backups.plain_backup(pg, plan.before_db, plan.backup_path, compression=compression), None
+    else:
+        outcome, restoring = backups.stream_backup(pg, plan.before_db, plan.backup_path, check_db,
+                                                   compression=compression)
+        record = outcome.record
     get_run_logger().info("The original %s dumped after the window: %s (%s)", plan.before_db, record.path,
                           human_size(record.size_bytes))
-    return record
+    return record, restoring
 
 
 @task(name="original-restore-check", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)
-def restore_check(kit: Toolkit, pg: PgClient, plan: Plan, record: BackupRecord, expected: dict[str, int]) -> dict:
-    """The dump restored into a check database: every table's row count must be the original's; then dropped."""
-    check = derived_name(plan.database, "check", plan.timestamp)
-    counts = restore_into(pg, kit.conn, check, Path(record.path), expected)
-    pg.dropdb(check)
-    return {"database": check, "tables": len(counts), "rows": sum(counts.values())}
+def restore_check(kit: Toolkit, plan: Plan, restoring: backups.StreamedRestore, check_db: str,
+                  expected: dict[str, int]) -> dict:
+    """The dump's restore finished: every table's row count must be the original's."""
+    seconds = restoring.wait()
+    counts = db.row_counts(kit.conn, check_db, list(expected))
+    diff = {t: (expected[t], counts.get(t)) for t in expected if counts.get(t) != expected[t]}
+    if diff:
+        raise StepFailed("The original's dump does not restore its rows: "
+                         + ", ".join(f"{t} {a} != {b}" for t, (a, b) in diff.items()))
+    return {"database": check_db, "tables": len(counts), "rows": sum(counts.values()), "seconds": seconds}

@@ -26,7 +26,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -m "not e2e"
 
-# issue 8's benchmark: the runbook by hand against `cutover run` on a 1 GB pilot (see BENCHMARKS.md)
+# issues 8 and 20's benchmark: the runbook by hand against `cutover run`, both strategies, on a 1 GB pilot (see BENCHMARKS.md)
 bench: $(STAMP)
 	$(BIN)/python bench/cutover_bench.py --size-mb 1000 --pairs 3
 

@@ -51,6 +51,9 @@ def fails_with(**params) -> str:
         ({"CUTOVER_HEALTH_PATHS": "docs"}, "CUTOVER_HEALTH_PATHS", "starting with '/'"),
         ({"CUTOVER_ALEMBIC_COMMAND": "alembic 'unbalanced"}, "CUTOVER_ALEMBIC_COMMAND", "quotes"),
         ({"BASELINE_REV": "0001; rm -rf"}, "BASELINE_REV", "revision id"),
+        ({"CUTOVER_STRATEGY": "blue-green"}, "CUTOVER_STRATEGY", "'runbook' or 'clone'"),
+        ({"CUTOVER_KEEP_ORIGINAL_HOURS": "-1"}, "CUTOVER_KEEP_ORIGINAL_HOURS", "greater than or equal to 0"),
+        ({"CUTOVER_VERIFY_RESTORE": "maybe"}, "CUTOVER_VERIFY_RESTORE", "boolean"),
     ],
 )
 def test_malformed_settings_name_the_setting(cutover_env, env, setting, phrase):

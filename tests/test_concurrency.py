@@ -20,22 +20,27 @@ from tests.conftest import HEAD
 from tests.helpers import data_fingerprint, heartbeat_events, run_lock_held
 
 
-def test_a_cutover_started_while_another_runs_is_refused(prefect_api, conn, pilot, cutover_env):
+def test_a_cutover_started_while_another_runs_is_refused(prefect_api, conn, pilot, cutover_env, tmp_path):
     from prefect.settings import PREFECT_API_URL
 
-    # The second starts as soon as the first holds the database's cutover lock, so both run at once.
-    # (Started in the same instant, the test harness's SQLite API answers one of the two flow-run
-    # creations with 503s and up to 13 s of back-off, and that one arrived after the other finished.)
-    # The write sample keeps the first holding the lock for 13 s from its start.
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "CUTOVER_WRITE_SAMPLE_SECONDS": "12"}
+    # The first holds the database's cutover lock and then waits in its backend's stop command
+    # (CUTOVER_WRITE_FREEZE=stop-service) until the second has been refused: both run at once
+    # however long either takes to start.
+    released = tmp_path / "second-refused"
+    waiter = tmp_path / "stop_backend.py"
+    waiter.write_text("import os, sys, time\nwhile not os.path.exists(sys.argv[1]):\n    time.sleep(0.05)\n")
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "CUTOVER_WRITE_FREEZE": "stop-service",
+           "CUTOVER_SERVICE_STOP": f"{sys.executable} {waiter} {released}", "CUTOVER_SERVICE_START": "true"}
     argv = [sys.executable, "-m", "pg_cutover.launcher.cli", "run", "--approved-by", "alice", "--confirm-checklist"]
     first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while not run_lock_held(conn, pilot):
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][-1500:]
         time.sleep(0.1)
     second = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    (printed, _), (_, refused) = first.communicate(timeout=600), second.communicate(timeout=600)
+    _, refused = second.communicate(timeout=600)
+    released.touch()
+    printed, _ = first.communicate(timeout=600)
 
     assert (first.returncode, second.returncode) == (0, 1), refused[-1500:]
     assert f"Another cutover of {pilot} is running or waiting for approval; nothing was changed." in refused

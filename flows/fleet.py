@@ -99,6 +99,7 @@ def fleet(
                                              ROLLBACK_WAIT_SECONDS))
         for future in futures:
             future.wait()
+        publish(board.table())  # the final table, last of all
         seconds = time.monotonic() - t0
         report = render_fleet_report(board.rows, policy=inv.policy, per_host_limit=inv.per_host_limit,
                                      max_parallel=inv.max_parallel, started=started, finished=utc(), seconds=seconds,

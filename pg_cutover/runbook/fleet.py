@@ -49,9 +49,10 @@ class FleetBoard:
             row = next(r for r in self.rows if r.target == target)
             for key, value in values.items():
                 setattr(row, key, value)
-            snapshot = self.table()
-        if publish and callable(self.publish):
-            self.publish(snapshot)
+            # Posted under the lock: versions reach the API in the order they were taken, so the newest
+            # is never an older snapshot that lost a race.
+            if publish and callable(self.publish):
+                self.publish(self.table())
         return row
 
     def table(self) -> list[dict]:

@@ -21,9 +21,11 @@ from pg_cutover.toolkit import Toolkit
 @flow(name="finalize", description="Drop the clone strategy's kept originals once their dumps are proven and "
                                     "CUTOVER_KEEP_ORIGINAL_HOURS have passed.")
 def finalize(dry_run: bool = False) -> dict[str, Any]:
-    """
+    """Drop each kept original of a clone-strategy cutover once its dump is proven and its keep time has passed.
+
     Args:
-        dry_run: Say what would be dropped; drop nothing.
+        dry_run: Only say, in the finalize table artifact, which originals would be dropped and why; drop nothing.
+            Default off: a proven original past CUTOVER_KEEP_ORIGINAL_HOURS (default 24) since its swap is dropped.
     """
     log = get_run_logger()
     with evidence_drained(log):

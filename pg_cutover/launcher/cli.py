@@ -5,23 +5,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING
 
 from pg_cutover.errors import ConfigError, CutoverError
-
-if TYPE_CHECKING:
-    pass
 
 
 def _run(args: argparse.Namespace) -> int:
     from pg_cutover.launcher.prefect_internals import temporary_server
+    from pg_cutover.runbook.quick_preflight import check_cutover
     from pg_cutover.settings import load_settings
 
-    load_settings()  # a bad setting is reported before Prefect starts
+    settings = load_settings()  # a bad setting is reported before Prefect starts
     if not args.dry_run and not (args.approved_by and args.confirm_checklist):
         # On the command line nobody can answer the UI's form: approval comes as flags.
         raise ConfigError("cutover run needs --approved-by NAME and --confirm-checklist (or --dry-run); "
                           "to answer the checklist form instead, run the cutover deployment from the Prefect UI.")
+    # What can be refused without Prefect is refused before it is imported or its server started: one line
+    # in seconds rather than a failed flow run (the flow's preflight checks it all again, in the same words).
+    check_cutover(settings, args.baseline_rev, args.target_rev, args.strategy or settings.strategy)
     # Before Prefect is imported (1.5-5 s with its start-up): with no Prefect API configured, the
     # temporary server boots meanwhile (pg_cutover.launcher.prefect_internals).
     with temporary_server() as server:
@@ -34,30 +34,59 @@ def _run(args: argparse.Namespace) -> int:
         if server is not None:
             server.wait_until_healthy()
         checklist = Checklist.all_confirmed() if args.confirm_checklist else Checklist()
+        failure: Exception | None = None
+        with engine_heartbeats_replaced():  # the flow sends them: its end waits for no sleeping thread
+            state = cutover(
+                baseline_rev=args.baseline_rev,
+                target_rev=args.target_rev,
+                dry_run=args.dry_run,
+                cleanup_scratch=not args.keep_scratch,
+                approved_by=args.approved_by,
+                ticket=args.ticket,
+                checklist=checklist,
+                strategy=args.strategy,
+                return_state=True,  # its flow run id finds the run directory should it not succeed
+            )
         try:
-            with engine_heartbeats_replaced():  # the flow sends them: its end waits for no sleeping thread
-                summary = cutover(
-                    baseline_rev=args.baseline_rev,
-                    target_rev=args.target_rev,
-                    dry_run=args.dry_run,
-                    cleanup_scratch=not args.keep_scratch,
-                    approved_by=args.approved_by,
-                    ticket=args.ticket,
-                    checklist=checklist,
-                    strategy=args.strategy,
-                )
-        except CancelledRun as exc:  # deferred (window) or not approved: nothing was changed
-            print(f"cutover: {exc}", file=sys.stderr)
-            return 3
+            summary = state.result()
+        except Exception as exc:  # CancelledRun: deferred (window) or not approved, nothing was changed
+            failure = exc
+    if failure is not None:  # said once the server has stopped: these are the command's last lines
+        cancelled = isinstance(failure, CancelledRun)
+        print(_failure_line(failure, settings.secrets, own_sentence=cancelled), file=sys.stderr)
+        where = _where_the_run_left_its_evidence(settings, state.state_details.flow_run_id)
+        if where:
+            print(where, file=sys.stderr)
+        return 3 if cancelled else 1
     print(json.dumps(summary, indent=2))
     return 0
 
 
+def _where_the_run_left_its_evidence(settings, flow_run_id) -> str | None:
+    """The run's directory and the report and incident in it (else its manifest), as found; None without a
+    manifest (the run stopped before its first step, before production was touched)."""
+    from pg_cutover.rollback.restore import locate_manifest
+    from pg_cutover.runbook.manifest import MANIFEST_NAME
+    from pg_cutover.runbook.report import INCIDENT_NAME, REPORT_NAME
+
+    if flow_run_id is None:
+        return None
+    source = locate_manifest(str(flow_run_id), backup_dir=settings.backup_dir, database=settings.postgres_db,
+                             store=None)
+    if source is None:
+        return None
+    files = [(label, source.run_dir / name) for label, name in (("report", REPORT_NAME), ("incident", INCIDENT_NAME))
+             if (source.run_dir / name).is_file()]
+    files = files or [("manifest", source.run_dir / MANIFEST_NAME)]  # the report could not be written
+    return "; ".join([f"cutover: run directory: {source.run_dir}"] + [f"{label}: {path}" for label, path in files])
+
+
 def _rollback(args: argparse.Namespace) -> int:
     from pg_cutover.launcher.prefect_internals import temporary_server
+    from pg_cutover.runbook.quick_preflight import check_rollback
     from pg_cutover.settings import load_settings
 
-    load_settings()
+    check_rollback(load_settings(), args.manifest)  # as for `cutover run`: refused before Prefect starts
     # With no API configured, the same temporary server as `cutover run`; whatever the API, a rollback
     # never waits on it: unreachable, and the same steps run without Prefect.
     with temporary_server() as server:
@@ -218,15 +247,34 @@ def main(argv: list[str] | None = None) -> int:
             return _finalize(args)
         if args.command == "fleet":
             return _fleet(args)
-    except CutoverError as exc:
-        print(f"cutover: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # the flow already logged the traceback; keep the last word short
-        print(f"cutover: failed: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
+    except Exception as exc:  # the flow already logged any traceback; keep the last word short
+        print(_failure_line(exc, _secrets()), file=sys.stderr)
         return 1
     return 2
+
+
+def _failure_line(exc: Exception, secrets: tuple[str, ...], *, own_sentence: bool = False) -> str:
+    """One line: a CutoverError (or a run the flow cancelled, `own_sentence`) is the tool's own sentence;
+    anything else is flattened and marked as a failure."""
+    from pg_cutover.process import redact
+
+    if own_sentence or isinstance(exc, CutoverError):
+        text = str(exc)
+    else:
+        text = f"failed: {' '.join(str(exc).split()) or type(exc).__name__}"
+    return redact(f"cutover: {text}", secrets)
+
+
+def _secrets() -> tuple[str, ...]:
+    """The settings' secrets, to be kept out of the last line even when a message slipped one in."""
+    from pg_cutover.settings import load_settings
+
+    try:
+        return load_settings().secrets
+    except CutoverError:  # its own sentence never holds the password (pg_cutover.settings)
+        return ()
 
 
 if __name__ == "__main__":

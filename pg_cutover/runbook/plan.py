@@ -15,9 +15,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pg_cutover.checks.writes import CounterReading
-from pg_cutover.errors import PreflightError
+from pg_cutover.errors import ConnectionFailed, PreflightError
+from pg_cutover.migrations.runner import History
 from pg_cutover.migrations.session import AlembicSession
 from pg_cutover.pg import db
+from pg_cutover.pg.db import ConnInfo
 from pg_cutover.pg.tools import PgClient
 from pg_cutover.toolkit import Toolkit
 from pg_cutover.values import check_revision
@@ -102,9 +104,29 @@ def prepare_backup_dir(base: Path, database: str) -> Path:
     return target
 
 
-def make_plan(kit: Toolkit, baseline_rev: str | None, target_rev: str | None,
-              alembic: AlembicSession | None = None, strategy: str = "runbook") -> tuple[Plan, PgClient]:
-    """`alembic`: production's warm interpreter, to read the revision graph in (else a process of its own)."""
+@dataclass
+class Readiness:
+    """What preflight reads before it decides anything: the revisions, the server, its pg tools."""
+
+    baseline_rev: str
+    target_rev: str  # resolved, never "head"
+    revision_before: str | None
+    server_major: int
+    pg: PgClient
+    history: History
+
+    @property
+    def at_target(self) -> bool:
+        return self.revision_before == self.target_rev
+
+
+def check_readiness(kit: Toolkit, baseline_rev: str | None, target_rev: str | None,
+                    alembic: AlembicSession | None = None) -> Readiness:
+    """Every refusal that needs only reads: revisions, the app's directory, the server, its pg tools.
+
+    Shared by the flow's preflight and the command line's check before Prefect starts, so one
+    problem reads as the same sentence in both. Changes nothing, creates nothing.
+    """
     settings = kit.settings
     baseline = baseline_rev or settings.baseline_rev
     if not baseline:
@@ -121,8 +143,7 @@ def make_plan(kit: Toolkit, baseline_rev: str | None, target_rev: str | None,
     with ThreadPoolExecutor(1, thread_name_prefix="alembic-graph") as pool:
         graph = pool.submit(alembic.history) if alembic is not None else pool.submit(kit.alembic.history, database)
         try:
-            server_num = db.probe(kit.conn, database)
-            server_major = server_num // 10000
+            server_major = probe_server(kit.conn, database) // 10000
             pg = kit.pg_client(server_major)
         except BaseException:
             graph.cancel()
@@ -152,7 +173,27 @@ def make_plan(kit: Toolkit, baseline_rev: str | None, target_rev: str | None,
         raise PreflightError(
             f"POSTGRES_DB={database!r} is at revision {before!r}, below BASELINE_REV={baseline!r}; nothing was changed."
         )
+    return Readiness(baseline_rev=baseline, target_rev=target, revision_before=before, server_major=server_major,
+                     pg=pg, history=history)
 
+
+def probe_server(conn: ConnInfo, database: str) -> int:
+    """db.probe, whose sentence also names POSTGRES_PASSWORD when the server turned the password down."""
+    try:
+        return db.probe(conn, database)
+    except ConnectionFailed as exc:
+        # libpq says so only in words ("password authentication failed", "no password supplied").
+        if "password" in str(exc):
+            raise ConnectionFailed(f"{exc}; check POSTGRES_PASSWORD.") from None
+        raise
+
+
+def make_plan(kit: Toolkit, baseline_rev: str | None, target_rev: str | None,
+              alembic: AlembicSession | None = None, strategy: str = "runbook") -> tuple[Plan, PgClient]:
+    """`alembic`: production's warm interpreter, to read the revision graph in (else a process of its own)."""
+    settings = kit.settings
+    ready = check_readiness(kit, baseline_rev, target_rev, alembic)
+    database = settings.postgres_db
     account_dir = prepare_backup_dir(Path(settings.backup_dir), database)
     timestamp = datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S")
     stamp, n = timestamp, 1
@@ -165,15 +206,15 @@ def make_plan(kit: Toolkit, baseline_rev: str | None, target_rev: str | None,
 
     plan = Plan(
         database=database,
-        baseline_rev=baseline,
-        target_rev=target,
-        revision_before=before,
-        server_major=server_major,
+        baseline_rev=ready.baseline_rev,
+        target_rev=ready.target_rev,
+        revision_before=ready.revision_before,
+        server_major=ready.server_major,
         timestamp=stamp,
         run_dir=run_dir,
         scratch_db=scratch_name(database, stamp, strategy),
         tables=db.list_tables(kit.conn, database),
-        heads=list(history.heads),
+        heads=list(ready.history.heads),
         strategy=strategy,
     )
-    return plan, pg
+    return plan, ready.pg

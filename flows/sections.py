@@ -92,6 +92,7 @@ class Cutover:
             at_target=plan.at_target, dry_run=dry_run, sampled=settings.write_freeze != "off",
             mirrored=store is not None, linted=settings.lint != "off", strategy=plan.strategy))
         self.rec.listeners.append(self.progress.step_finished)
+        self.rec.started.append(self.progress.step_started)
         self.inflight = inflight  # the flow's: it may hold the baseline build started before preflight
         self.baseline_key = f"baseline-build:{plan.baseline_rev}"
         self.stopped_backend = False  # by this run (CUTOVER_WRITE_FREEZE=stop-service), and not started again yet

@@ -8,6 +8,7 @@ import queue
 import re
 import threading
 import time
+import weakref
 from concurrent.futures import Future, wait
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -21,6 +22,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.exceptions import MissingContextError
+from prefect.runtime import flow_run
 
 from pg_cutover.errors import ConnectionFailed
 
@@ -167,37 +169,89 @@ def retry_on_connection_error(task, task_run, state) -> bool:
 
 
 class Progress:
-    """A progress artifact the UI shows filling up as steps finish (updated in place, through the outbox)."""
+    """A progress artifact the UI shows filling up as steps finish (updated in place, through the outbox).
+
+    While a step runs its description names it ("step 7 of 19, backup-full") and, for the long ones,
+    their latest byte count ("412 MB written (38 MB/s)"). Byte counts arrive from other threads every
+    few seconds; at most one per `DETAIL_SECONDS` becomes an update, the rest are only logged.
+    """
+
+    DETAIL_SECONDS = 2.0
+    # The run's own progress, found by the readings of its steps (pg_cutover.tasks.progress).
+    _of_flow_run: "weakref.WeakValueDictionary[str, Progress]" = weakref.WeakValueDictionary()
 
     def __init__(self, database: str, planned_steps: list[str]):
         self.planned = planned_steps
         self.done: set[str] = set()
         self.id = None
         self.key = artifact_key(database, "progress")
+        self.database = database
         self.title = f"Cutover of {database}: {len(planned_steps)} steps"
         self.warnings: list[str] = []  # a step that could not do its check is said here, not only in the report
+        self.running: str | None = None
+        self.detail = ""  # the latest byte count of the running step, or of work beside it
         self._value, self._generation = 0.0, 0
+        self._detail_at = float("-inf")
+        self._lock = threading.Lock()
+        run = flow_run.id
+        if run:
+            Progress._of_flow_run[str(run)] = self
         OUTBOX.post(self.key, self._create, self.title)
+
+    @classmethod
+    def of_current_run(cls) -> "Progress | None":
+        run = flow_run.id
+        return cls._of_flow_run.get(str(run)) if run else None
 
     def _create(self, description: str) -> None:
         self.id = create_progress_artifact(progress=0.0, key=self.key, description=description)
 
     def _queue(self, value: float) -> None:
-        self._value, self._generation = value, self._generation + 1
-        OUTBOX.post(self.key, self._update, self._generation)
+        with self._lock:
+            self._value, self._generation = value, self._generation + 1
+            generation = self._generation
+        OUTBOX.post(self.key, self._update, generation)
 
     def _update(self, generation: int) -> None:
         # An update with a newer one queued behind it is skipped: one API call fewer, same final bar.
         if self.id is not None and generation == self._generation:
-            description = self.title + "".join(f"; WARNING {w}" for w in self.warnings)
-            update_progress_artifact(self.id, progress=self._value, description=description)
+            update_progress_artifact(self.id, progress=self._value, description=self.description())
+
+    def description(self) -> str:
+        text = self.title
+        running = self.running
+        if running is not None:
+            number = self.planned.index(running) + 1 if running in self.planned else len(self.done) + 1
+            text = f"Cutover of {self.database}: step {number} of {len(self.planned)}, {running}"
+            if self.detail:
+                text += self.detail
+        return text + "".join(f"; WARNING {w}" for w in self.warnings)
+
+    def step_started(self, record) -> None:
+        self.running, self.detail = record.name, ""
+        self._queue(self._value)
 
     def step_finished(self, record) -> None:
+        if record.name == self.running:
+            self.running, self.detail = None, ""
         if record.status == "warning":
             self.warnings.append(f"{record.name}: {record.error}")
         if record.name in self.planned:
             self.done.add(record.name)
             self._queue(round(100.0 * len(self.done) / len(self.planned), 1))
 
+    def show(self, step: str, progress: str) -> bool:
+        """A long step's byte count ("412 MB written (38 MB/s)"), from any thread; False when too soon to post."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._detail_at < self.DETAIL_SECONDS:
+                return False
+            self._detail_at = now
+        # Work beside the running step (the upload during the dry run) is named as well.
+        self.detail = f": {progress}" if step == self.running else f"; {step}: {progress}"
+        self._queue(self._value)
+        return True
+
     def complete(self) -> None:
+        self.running, self.detail = None, ""
         self._queue(100.0)

@@ -15,6 +15,7 @@ from pg_cutover.errors import StepFailed
 from pg_cutover.pg.tools import PgClient, archive_tables
 from pg_cutover.process import CommandResult, exit_status, last_lines, redact
 from pg_cutover.runbook.manifest import BackupRecord
+from pg_cutover.throughput import Count, LineCounter, Ticker, human_bytes, without_chatter
 
 CHUNK = 1024 * 1024
 
@@ -47,8 +48,10 @@ class StreamedRestore:
         self.fed_bytes = 0
         self.feed_error: str | None = None
         self.stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(pg.restore_argv(scratch_db), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     stderr=self.stderr, env=pg.env())
+        # --verbose: one stderr line per item restored, which is how far it has got (see `items`).
+        self.proc = subprocess.Popen(pg.restore_argv(scratch_db, verbose=True), stdin=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, stderr=self.stderr, env=pg.env())
+        self.items = LineCounter(self.stderr.fileno())
         self.started = time.monotonic()
         self.runner = pg.runner
         self.thread = threading.Thread(target=self._feed, name="scratch-restore-feed", daemon=True)
@@ -87,24 +90,40 @@ class StreamedRestore:
         self.proc.wait()
         self.thread.join(10)
 
-    def wait(self) -> float:
+    def so_far(self) -> Count:
+        """Bytes fed to pg_restore (of the backup's size once the dump has ended) and items it has restored."""
+        total = self.path.stat().st_size if self.dump_done.is_set() else None
+        return Count(done=self.fed_bytes, total=total, items=self.items.count())
+
+    def wait(self, step: str = "pg_restore") -> float:
         """Block until pg_restore has finished; seconds it took in all. Raises with its stderr on failure."""
-        self.thread.join(max(0.0, self.deadline - time.monotonic()))
-        try:
-            code = self.proc.wait(max(1.0, self.deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise StepFailed(f"pg_restore into the scratch copy did not finish within {self.timeout:.0f} s.") from None
+        with Ticker(step, "fed", self.so_far):
+            self.thread.join(max(0.0, self.deadline - time.monotonic()))
+            try:
+                code = self.proc.wait(max(1.0, self.deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                late = f"pg_restore into the scratch copy did not finish within {self.timeout:.0f} s."
+                raise StepFailed(late) from None
         self.stderr.seek(0)
-        err = redact(self.stderr.read().decode(errors="replace"), self.runner.secrets)
+        err = redact(without_chatter(self.stderr.read().decode(errors="replace")), self.runner.secrets)
         self.stderr.close()
         if code != 0:
             raise StepFailed(f"pg_restore into the scratch copy {exit_status(code)}: {last_lines(err)}")
         return time.monotonic() - self.started
 
 
+def _written(path: Path, beside: StreamedRestore | None = None) -> Count:
+    """The dump's size so far, and how far the restore fed from it has got."""
+    note = ""
+    if beside is not None:
+        fed = beside.so_far()
+        note = f"scratch restore {human_bytes(fed.done)} fed, {fed.items} item{'' if fed.items == 1 else 's'} restored"
+    return Count(done=path.stat().st_size, note=note)
+
+
 def stream_backup(pg: PgClient, dbname: str, path: Path, scratch_db: str, *,
-                  compression: str | None) -> tuple[BackupOutcome, StreamedRestore]:
+                  compression: str | None, step: str = "pg_dump") -> tuple[BackupOutcome, StreamedRestore]:
     """2.1 and 3.1 in one pass over the data: the full backup, and its restore into scratch under way.
 
     Returns when the backup file is complete; the restore may still be running (wait on it).
@@ -113,8 +132,9 @@ def stream_backup(pg: PgClient, dbname: str, path: Path, scratch_db: str, *,
     pg.createdb(scratch_db)
     restore = StreamedRestore(pg, path, scratch_db, pg.timeout)
     try:
-        result = pg.runner.run(pg.dump_argv(dbname, path, compression=compression), timeout=pg.timeout,
-                               env_extra=pg.conn.libpq_env(), what="pg_dump")
+        with Ticker(step, "written", lambda: _written(path, restore)):
+            result = pg.runner.run(pg.dump_argv(dbname, path, compression=compression), timeout=pg.timeout,
+                                   env_extra=pg.conn.libpq_env(), what="pg_dump")
     except BaseException:
         restore.abort()
         # Half a dump is no backup, and on a full disk its bytes are the room the manifest
@@ -128,12 +148,14 @@ def stream_backup(pg: PgClient, dbname: str, path: Path, scratch_db: str, *,
     return BackupOutcome(record=record, dump=result), restore
 
 
-def plain_backup(pg: PgClient, dbname: str, path: Path, *, compression: str | None) -> BackupRecord:
+def plain_backup(pg: PgClient, dbname: str, path: Path, *, compression: str | None,
+                 step: str = "pg_dump") -> BackupRecord:
     """`pg_dump -Fc` of a database nobody writes to (the clone strategy's original), with its SHA-256."""
     path.touch(mode=0o600, exist_ok=False)
     try:
-        pg.runner.run(pg.dump_argv(dbname, path, compression=compression), timeout=pg.timeout,
-                      env_extra=pg.conn.libpq_env(), what="pg_dump")
+        with Ticker(step, "written", lambda: _written(path)):
+            pg.runner.run(pg.dump_argv(dbname, path, compression=compression), timeout=pg.timeout,
+                          env_extra=pg.conn.libpq_env(), what="pg_dump")
     except BaseException:
         path.unlink(missing_ok=True)  # half a dump is no backup
         raise

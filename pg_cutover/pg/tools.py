@@ -11,12 +11,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from pg_cutover.errors import CommandFailed, PreflightError
 from pg_cutover.pg.db import ConnInfo
-from pg_cutover.process import CommandResult, Runner
+from pg_cutover.process import CommandResult, Runner, exit_status, last_lines, redact
+from pg_cutover.throughput import Count, LineCounter, Ticker, human_bytes, without_chatter
 from pg_cutover.values import COMPRESSION_FORM, COMPRESSION_RE
 
 TOOLS = ("pg_dump", "pg_restore", "psql", "createdb", "dropdb")
@@ -108,16 +112,52 @@ class PgClient:
             return self._run(argv, what="pg_dump --schema-only")
         return self._run(self.dump_argv(dbname, path, compression=compression), what="pg_dump")
 
-    def restore_argv(self, dbname: str, path: Path | None = None, *, jobs: int = 1) -> list[str]:
+    def restore_argv(self, dbname: str, path: Path | None = None, *, jobs: int = 1, verbose: bool = False) -> list[str]:
         """Without a path pg_restore reads the archive from its standard input."""
         # --exit-on-error: a restore that "completes with errors ignored" is a failed restore.
         argv = [self._tool("pg_restore"), "--no-password", "--exit-on-error", "--dbname", dbname]
         if jobs > 1:
             argv += ["--jobs", str(jobs)]
+        if verbose:
+            argv.append("--verbose")
         return argv + ([str(path)] if path is not None else [])
 
-    def restore(self, dbname: str, path: Path, *, jobs: int = 1) -> CommandResult:
-        return self._run(self.restore_argv(dbname, path, jobs=jobs), what="pg_restore")
+    def restore(self, dbname: str, path: Path, *, jobs: int = 1, step: str = "pg_restore") -> CommandResult:
+        """The archive file into `dbname`, saying every few seconds how many of its items are restored.
+
+        The items come from pg_restore's own --verbose lines, the total from the archive's table of
+        contents (`--list`, which reads the header only); its stderr without those lines is kept.
+        """
+        listed = {line.split(";", 1)[0].strip() for line in self.list_archive(path).stdout.splitlines()
+                  if line.strip() and not line.startswith(";")}
+        argv = self.restore_argv(dbname, path, jobs=jobs, verbose=True)
+        started = time.monotonic()
+        with tempfile.TemporaryFile() as stderr:
+            items = LineCounter(stderr.fileno(), ids=listed)
+            size = path.stat().st_size
+            sample = lambda: Count(done=0, items=items.count(), items_total=len(listed),  # noqa: E731
+                                   note=f"archive of {human_bytes(size)}")
+            try:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                                        env=self.env())
+            except FileNotFoundError:
+                raise CommandFailed(f"pg_restore: program {argv[0]!r} was not found.") from None
+            with Ticker(step, "", sample):
+                try:
+                    code = proc.wait(self.timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                    code = None
+            stderr.seek(0)
+            err = redact(without_chatter(stderr.read().decode(errors="replace")), self.runner.secrets)
+        if code is None:
+            raise CommandFailed(f"pg_restore did not finish within {self.timeout:.0f} s and was stopped.", stderr=err)
+        result = CommandResult(argv=[redact(a, self.runner.secrets) for a in argv], returncode=code, stdout="",
+                               stderr=err, seconds=time.monotonic() - started)
+        if code != 0:
+            raise CommandFailed(f"pg_restore {exit_status(code)}: {last_lines(err)}", returncode=code, stderr=err)
+        return result
 
     def dump_schema_archive(self, dbname: str, path: Path) -> CommandResult:
         """The schema alone, in the custom format pg_restore reads (pg_cutover.checks.equivalence's normal route)."""

@@ -196,6 +196,8 @@ class RunRecorder:
         self.sink_errors: list[str] = []
         # Called with each step record once it has ended (progress in the UI).
         self.listeners: list[Callable[[StepRecord], object]] = []
+        # Called with each step's record as it starts (the progress artifact names the running step).
+        self.started: list[Callable[[StepRecord], object]] = []
         if save:
             self.save()
 
@@ -240,6 +242,7 @@ class RunRecorder:
             # Recorded before the step runs: a crash mid-step must still read as "touched".
             self.manifest.production_touched = True
         self.save()
+        self._tell(record, self.started)
         started = time.monotonic()
         try:
             yield record
@@ -260,8 +263,8 @@ class RunRecorder:
             self.save()
             self._tell(record)
 
-    def _tell(self, record: StepRecord) -> None:
-        for listener in self.listeners:
+    def _tell(self, record: StepRecord, listeners: list[Callable[[StepRecord], object]] | None = None) -> None:
+        for listener in self.listeners if listeners is None else listeners:
             try:
                 listener(record)
             except Exception:  # progress display must never fail a step

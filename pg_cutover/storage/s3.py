@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -27,6 +28,7 @@ from botocore.config import Config
 from pg_cutover.digest import FileDigests, file_digests, sha256_file
 from pg_cutover.errors import CutoverError
 from pg_cutover.runbook.manifest import Manifest, StoredObject
+from pg_cutover.throughput import Count, Ticker
 
 MiB = 1024 * 1024
 SHA_METADATA = "sha256"
@@ -172,15 +174,16 @@ class S3Store:
             extra["ObjectLockRetainUntilDate"] = datetime.now(timezone.utc) + timedelta(days=self.object_lock_days)
         return extra
 
-    def upload_file(self, path: Path, key: str, sha256: str) -> StoredObject:
+    def upload_file(self, path: Path, key: str, sha256: str, *, step: str = "upload") -> StoredObject:
         """Upload the file whose SHA-256 is known, then prove the stored object is that file."""
+        sent = _Sent(path.stat().st_size, f"s3://{self.bucket}/{key}")
         # The local digests are computed while the upload runs (hashlib releases the GIL),
         # so proving the copy costs no extra wall time.
-        with ThreadPoolExecutor(max_workers=1) as pool:
+        with ThreadPoolExecutor(max_workers=1) as pool, Ticker(step, "uploaded", sent.count):
             digesting = pool.submit(file_digests, path, self.part_size)
             try:
                 self.client.upload_file(str(path), self.bucket, key, ExtraArgs=self._extra_args(sha256),
-                                        Config=self._transfer())
+                                        Config=self._transfer(), Callback=sent.add)
             except Exception as exc:
                 raise self.explain(getattr(exc, "last_exception", None) or exc, f"uploading {key}") from None
             digests = digesting.result()
@@ -283,6 +286,22 @@ class S3Store:
         if console_url:
             return console_url.format(bucket=self.bucket, key=key)
         return self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=seconds)
+
+
+class _Sent:
+    """Bytes boto3 has sent, from its transfer callback (called from each of its upload threads)."""
+
+    def __init__(self, total: int, where: str):
+        self.total, self.where = total, where
+        self.bytes = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.bytes += n  # negative when boto3 rewinds a part to send it again
+
+    def count(self) -> Count:
+        return Count(done=max(0, self.bytes), total=self.total, note=self.where)
 
 
 def verified_dump(manifest: Manifest, store: "S3Store | None", work_dir: Path) -> tuple[Path, str]:

@@ -5,6 +5,8 @@ Approved once for the whole fleet; each target then runs as its own flow run of 
 `per_host_limit` on one PostgreSQL host nor `max_parallel` in all (Prefect global
 concurrency limits). A failed target is rolled back by its own cutover's rollback;
 policy `continue` goes on with the others, `halt` starts no new target.
+While it runs, a progress bar and a live table change in place; when every target has finished,
+the `fleet-summary` table is posted once, with their final states.
 """
 
 from __future__ import annotations
@@ -14,23 +16,23 @@ import uuid
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pg_cutover.runbook.checklist import Checklist
-from pg_cutover.runbook.fleet import FINAL, FleetBoard, FleetRow, render_fleet_report, utc
+from pg_cutover.runbook.fleet import PASSED, FleetBoard, FleetRow, outcome_line, render_fleet_report, utc
 from pg_cutover.runbook.inventory import load_inventory
 from pg_cutover.tasks.checklist import approve
 from pg_cutover.tasks.evidence import evidence_drained, publish_markdown
-from pg_cutover.tasks.fleet import Halt, StartOrder, check_deployment, ensure_limits, run_target
+from pg_cutover.tasks.fleet import FleetView, Halt, StartOrder, check_deployment, ensure_limits, run_target
 
 FLEET = "fleet"
 ROLLBACK_WAIT_SECONDS = 4 * 3600
 
 
-@flow(name="fleet", description="Cut over every database of an inventory, each as its own cutover run, within per-host limits.",
+@flow(name="fleet",
+      description="Cut over every database of an inventory, each as its own cutover run, within per-host limits.",
       task_runner=ThreadPoolTaskRunner(max_workers=64))
 def fleet(
     inventory: str,
@@ -43,17 +45,27 @@ def fleet(
     max_parallel: int | None = None,
     approval_timeout_seconds: int = 1800,
 ) -> dict[str, Any]:
-    """
+    """Cut over every database of an inventory, each as its own run of the cutover/fleet-target deployment.
+
     Args:
-        inventory: Path of the inventory file (TOML) on the worker: [fleet], [defaults] and one [[target]] per database.
-        approved_by: Pre-approval for the whole fleet (who approved the window). Leave empty to be asked once.
-        ticket: Change ticket, recorded in every target's evidence.
-        checklist: Pre-approval: runbook section 1, every box ticked. Leave empty to be asked.
-        dry_run: Every target stops after its scratch dry run; no production is touched.
-        policy: "continue" (a failed target rolls back alone, the others go on) or "halt" (no new target after a failure); default from the inventory.
-        per_host_limit: Cutovers at once on one PostgreSQL host (default from the inventory, else 2).
-        max_parallel: Cutovers at once in the whole fleet (default from the inventory, else 4).
-        approval_timeout_seconds: How long to wait for the checklist form.
+        inventory: Path of the inventory file (TOML) on the worker that runs this flow: [fleet], [defaults] and one
+            [[target]] per database (examples/cutover.toml). Required.
+        approved_by: Pre-approval for the whole fleet: who approved the window. Default empty: the run pauses once
+            for the checklist form, and that answer approves every target.
+        ticket: Change ticket or approval reference, recorded in every target's evidence. Default empty: the ticket
+            given in the checklist form, else this fleet run's id.
+        checklist: Pre-approval: runbook section 1, every box ticked, with approved_by. Default all unticked: the
+            run asks in the checklist form.
+        dry_run: Every target stops after its dry run (the scratch copy, or the clone under CUTOVER_STRATEGY=clone);
+            no production database is touched, and each row says "dry run passed". Default off.
+        policy: "continue": a failed target is rolled back alone and the others go on; "halt": no new target starts
+            after a failure. Default empty: the inventory's [fleet] policy, else continue.
+        per_host_limit: Cutovers at once on one PostgreSQL host (the pg-host:<host>:<port> global concurrency
+            limit). Default empty: the inventory's [fleet] per_host_limit, else 2.
+        max_parallel: Cutovers at once in the whole fleet (the pg-cutover-fleet global concurrency limit). Default
+            empty: the inventory's [fleet] max_parallel, else 4.
+        approval_timeout_seconds: Seconds to wait for the checklist form before ending the run with nothing started.
+            Default 1800; unlike the cutover flow, the fleet does not read CUTOVER_APPROVAL_TIMEOUT.
     """
     log = get_run_logger()
     with evidence_drained(log):  # artifacts all in the API before the run's final state
@@ -71,17 +83,9 @@ def fleet(
         log.info("Fleet of %d targets; limits %s; policy %s.", len(inv.targets), limits, inv.policy)
 
         fleet_id = str(flow_run.id or uuid.uuid4())
-        progress = create_progress_artifact(progress=0.0, key="fleet-progress",
-                                            description=f"Fleet cutover: {len(inv.targets)} targets")
-
-        def publish(rows: list[dict]) -> None:
-            create_table_artifact(table=rows, key="fleet-summary",
-                                  description="Fleet cutover, one row per target (updated as targets finish)")
-            done = sum(1 for r in rows if r["status"] in FINAL)
-            update_progress_artifact(progress, progress=round(100.0 * done / len(rows), 1))
-
-        board = FleetBoard([FleetRow(target=t.name, database=t.database, host=t.host_key()) for t in inv.targets], publish)
-        publish(board.table())
+        board = FleetBoard([FleetRow(target=t.name, database=t.database, host=t.host_key()) for t in inv.targets])
+        view = FleetView(board.table())
+        board.publish = view.show
         child_params = {
             "target_rev": inv.target_rev,
             "dry_run": dry_run,
@@ -99,17 +103,15 @@ def fleet(
                                              ROLLBACK_WAIT_SECONDS))
         for future in futures:
             future.wait()
-        publish(board.table())  # the final table, last of all
+        view.summarize(board.table(), dry_run)  # every target has finished: the one fleet-summary table
         seconds = time.monotonic() - t0
         report = render_fleet_report(board.rows, policy=inv.policy, per_host_limit=inv.per_host_limit,
                                      max_parallel=inv.max_parallel, started=started, finished=utc(), seconds=seconds,
-                                     halted_by=halted.by)
-        publish_markdown(FLEET, "report", report, "Fleet cutover report")
+                                     halted_by=halted.by, dry_run=dry_run)
+        publish_markdown(FLEET, "report", report, f"Fleet {'dry run' if dry_run else 'cutover'} report")
         summary = {"targets": board.table(), "counts": board.counts(), "seconds": round(seconds, 1),
-                   "policy": inv.policy, "halted_by": halted.by}
-        failed = [r.target for r in board.rows if r.status not in ("succeeded", "noop", "dry-run")]
-        if failed:
-            return Failed(message=f"{len(failed)} of {len(inv.targets)} targets did not cut over: {', '.join(failed)} "
-                                  f"({seconds:.0f} s; see the fleet-report artifact).", data=summary)
-        noun = "target" if len(inv.targets) == 1 else "targets"
-        return Completed(message=f"{len(inv.targets)} {noun} cut over in {seconds:.0f} s.", data=summary)
+                   "policy": inv.policy, "halted_by": halted.by, "dry_run": dry_run}
+        message = outcome_line(board.rows, seconds=seconds, dry_run=dry_run)
+        if any(r.status not in PASSED for r in board.rows):
+            return Failed(message=message, data=summary)
+        return Completed(message=message, data=summary)

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -25,22 +26,64 @@ from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterExpectedStartTime,
 )
+from prefect.client.schemas.actions import ArtifactUpdate
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import ArtifactSort
 from prefect.concurrency.sync import concurrency
 from prefect.deployments import run_deployment
 
 from pg_cutover.errors import ConfigError
-from pg_cutover.runbook.fleet import FLEET_LIMIT, FleetBoard, host_limit_name
+from pg_cutover.runbook.fleet import FINAL, FLEET_LIMIT, FleetBoard, count_statuses_of, host_limit_name, target_status
 from pg_cutover.runbook.inventory import Inventory, Target
 from pg_cutover.tasks.evidence import artifact_key
 from pg_cutover.tasks.report import OUTCOME
+from pg_cutover.tasks.status_board import publish_status
 
 ROLLBACK_FLOW = "rollback"
 TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 # A rollback is started by the cutover's own hook within seconds of its failure; none at all
 # by then means the hook did not run and no trigger is deployed.
 ROLLBACK_APPEARS_SECONDS = 180
+SUMMARY_KEY = "fleet-summary"
+PROGRESS_KEY = "fleet-progress"
+
+
+class FleetView:
+    """What the Prefect UI shows of a fleet: a progress bar and a live table while it runs, one summary at the end.
+
+    Every version of a keyed artifact stays in the flow run's artifacts as a card of its own, the
+    first of them (every target queued) as prominent as the last. So nothing keyed is posted more
+    than once: the progress bar and an unkeyed live table are each created once and updated in place
+    (PATCH), and the keyed `fleet-summary` table is created once, after every target has finished,
+    with their final states; the card for its key is then the final table whichever way it is opened.
+    """
+
+    def __init__(self, rows: list[dict]) -> None:
+        self.targets = len(rows)
+        self.progress = create_progress_artifact(progress=0.0, key=PROGRESS_KEY,
+                                                 description=self._describe(rows))
+        self.live = create_table_artifact(
+            table=rows, description="Fleet cutover, live: one row per target, updated in place while the fleet runs "
+                                    f"(the final table is the {SUMMARY_KEY} artifact)")
+
+    def _describe(self, rows: list[dict]) -> str:
+        counts = count_statuses_of(r["status"] for r in rows)
+        return f"Fleet cutover: {self.targets} targets; " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+
+    def show(self, rows: list[dict]) -> None:
+        """The live table and the progress bar as the rows are now (the caller orders the calls)."""
+        with get_client(sync_client=True) as client:
+            client.update_artifact(self.live, ArtifactUpdate(data=json.dumps(rows)))
+        done = sum(1 for r in rows if r["status"] in FINAL)
+        update_progress_artifact(self.progress, progress=round(100.0 * done / len(rows), 1),
+                                 description=self._describe(rows))
+
+    def summarize(self, rows: list[dict], dry_run: bool) -> None:
+        """The one `fleet-summary` table: every target's final state."""
+        self.show(rows)
+        what = "dry run" if dry_run else "cutover"
+        create_table_artifact(table=rows, key=SUMMARY_KEY,
+                              description=f"Fleet {what}: the final state of every target, one row each")
 
 
 def check_deployment(name: str) -> None:
@@ -103,8 +146,20 @@ def run_target(target: Target, position: int, order: StartOrder, inventory: Inve
         if inventory.policy == "halt" and not halted.is_set():
             halted.by = target.name
             halted.set()
-        board.update(target.name, status="failed", note=f"{exc.__class__.__name__}: {exc}"[:300])
+        note = f"{exc.__class__.__name__}: {exc}"[:300]
+        # "running" is set just before its cutover run is asked for: from then on that run has its own say.
+        launched = next(r for r in board.rows if r.target == target.name).status in ("running", "rolling back")
+        board.update(target.name, status="failed", note=note)
+        if not launched:
+            _board_status(target, f"failed before its cutover run started: {note}")
         raise
+
+
+def _board_status(target: Target, result: str) -> None:
+    """For a target whose cutover run never started: its row on `pg-cutover-status`, from the fleet's run."""
+    from prefect.runtime import flow_run
+
+    publish_status(target.database, target.host_key(), None, flow_run.name or "fleet", result)
 
 
 def _cutover_one(target: Target, position: int, order: StartOrder, inventory: Inventory, parameters: dict[str, Any],
@@ -117,6 +172,7 @@ def _cutover_one(target: Target, position: int, order: StartOrder, inventory: In
             slots.enter_context(concurrency([host_limit_name(host), FLEET_LIMIT], occupy=1, strict=True))
         if halted.is_set():
             log.warning("%s skipped: policy halt after %s failed.", target.name, halted.by)
+            _board_status(target, f"not started: the fleet halted after {halted.by} failed")
             return board.update(target.name, status="skipped", note=f"policy halt: {halted.by} failed").__dict__
         board.update(target.name, status="running")
         child = run_deployment(
@@ -141,7 +197,7 @@ def _cutover_one(target: Target, position: int, order: StartOrder, inventory: In
         )
         state = child.state.type.value if child.state else "UNKNOWN"
         if state == "COMPLETED":
-            return board.update(target.name, status=outcome.get("status") or "succeeded", **row).__dict__
+            return board.update(target.name, status=target_status(outcome.get("status")), **row).__dict__
         if state in ("CANCELLED", "CANCELLING"):
             return board.update(target.name, status="cancelled", note=child.state.message or "", **row).__dict__
         # Failed or crashed: the cutover's hook and the server's trigger start its rollback; the slot

@@ -13,7 +13,7 @@ import pytest
 
 from pg_cutover.launcher.embedded import EXAMPLE_APP_DIR, REPO_ROOT
 from pg_cutover.pg import db
-from pg_cutover.runbook.fleet import max_overlap
+from pg_cutover.runbook.fleet import FINAL, max_overlap
 from tests.conftest import BASELINE, HEAD, deployed_worker
 from tests.helpers import data_fingerprint, databases_like
 
@@ -32,6 +32,23 @@ def _post(api: str, path: str, body: dict) -> list[dict]:
 
 def _ts(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _one_summary(api: str, flow_run_id: str) -> dict:
+    """The fleet run's artifacts as its Artifacts tab lists them: exactly one `fleet-summary` card, holding
+    every target's final state; the live table was updated in place, so it is one artifact too."""
+    found = _post(api, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
+    summaries = [a for a in found if a["key"] == "fleet-summary"]
+    assert len(summaries) == 1, [(a["key"], a["type"], a["created"]) for a in found]
+    # (Versions of `pg-cutover-status` are filed under the run that posted them: a board, not a fleet table.)
+    tables = [a for a in found if a["type"] == "table" and a["key"] != "pg-cutover-status"]
+    assert len(tables) == 2 and {a["key"] for a in tables} == {"fleet-summary", None}, tables
+    live = next(a for a in tables if a["key"] is None)
+    assert json.loads(live["data"]) == json.loads(summaries[0]["data"])  # never left showing a stale state
+    progress = [a for a in found if a["key"] == "fleet-progress"]
+    assert len(progress) == 1 and progress[0]["data"] == 100.0, progress
+    assert all(r["status"] in FINAL for r in json.loads(summaries[0]["data"]))
+    return summaries[0]
 
 
 def test_five_databases_two_workers_limit_two_per_host(conn, pilot_factory, halfway_alembic_dir, tmp_path,
@@ -70,15 +87,22 @@ def test_five_databases_two_workers_limit_two_per_host(conn, pilot_factory, half
         f'alembic_dir = "{halfway_alembic_dir}"\n'
         + "".join(f'\n[[target]]\nname = "later-{i}"\ndatabase = "{name}"\n' for i, name in enumerate(rest, 1)))
 
-    def cli(path):
+    # A dry run of the two targets the halted fleet never started: production untouched, and said so.
+    dry_inventory = tmp_path / "dry.toml"
+    dry_inventory.write_text(
+        f'[defaults]\nhost = "{conn.host}"\nport = {conn.port}\nbaseline_rev = "{BASELINE}"\n'
+        + "".join(f'\n[[target]]\nname = "dry-{i}"\ndatabase = "{name}"\n' for i, name in enumerate(rest, 1)))
+
+    def cli(path, *extra):
         return subprocess.run(
             [sys.executable, "-m", "pg_cutover.launcher.cli", "fleet", "--inventory", str(path), "--approved-by", "night shift",
-             "--confirm-checklist", "--ticket", "CHG-42"],
+             "--confirm-checklist", "--ticket", "CHG-42", *extra],
             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
 
     with deployed_worker(env, tmp_path, workers=2):
         fleet = cli(inventory)
         halted = cli(halt_inventory)
+        dry = cli(dry_inventory, "--dry-run")
     out = fleet.stdout + fleet.stderr
     print(out)
     halt_out = halted.stdout + halted.stderr
@@ -121,11 +145,10 @@ def test_five_databases_two_workers_limit_two_per_host(conn, pilot_factory, half
     assert max_overlap(list(busy.values())) == 2, busy  # the limit held, and was used
 
     # The summary artifact: five rows, four succeeded, one rolled back with the revisions.
-    fleet_run = _post(api, "/flow_runs/filter", {"flows": {"name": {"any_": ["fleet"]}}, "sort": "START_TIME_ASC"})[0]
-    summaries = _post(api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["fleet-summary"]},
-                                                               "flow_run_id": {"any_": [fleet_run["id"]]}},
-                                                  "sort": "CREATED_DESC", "limit": 1})
-    rows = {r["target"]: r for r in json.loads(summaries[0]["data"])}
+    fleet_run, halt_run, dry_run = _post(api, "/flow_runs/filter", {"flows": {"name": {"any_": ["fleet"]}},
+                                                                    "sort": "START_TIME_ASC"})
+    summary = _one_summary(api, fleet_run["id"])
+    rows = {r["target"]: r for r in json.loads(summary["data"])}
     assert len(rows) == 5
     assert [rows[f"tenant-{i}"]["status"] for i in range(1, 6)] == ["succeeded"] * 2 + ["rolled back"] + ["succeeded"] * 2
     assert rows["tenant-1"]["revision_before"] == "none" and rows["tenant-1"]["revision_after"] == HEAD
@@ -135,6 +158,33 @@ def test_five_databases_two_workers_limit_two_per_host(conn, pilot_factory, half
     report = _post(api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["fleet-report"]},
                                                             "flow_run_id": {"any_": [fleet_run["id"]]}}, "limit": 1})
     assert "4 succeeded" in report[0]["data"] and "1 rolled back" in report[0]["data"]
+    halt_rows = [r["status"] for r in json.loads(_one_summary(api, halt_run["id"])["data"])]
+    assert halt_rows == ["rolled back", "skipped", "skipped"]
+
+    # The dry run says it passed, per target and for the fleet, and never that anything was cut over.
+    dry_out = dry.stdout + dry.stderr
+    said = [line for line in dry_out.splitlines() if line.startswith(("fleet: ", "dry-"))]  # its summary and rows
+    assert dry.returncode == 0 and len(said) == 3, dry_out
+    assert said[-1].startswith("fleet: Completed: Dry run passed on 2 targets") and "cut over" not in "".join(said)
+    dry_summary = _one_summary(api, dry_run["id"])
+    assert [r["status"] for r in json.loads(dry_summary["data"])] == ["dry run passed"] * 2
+    dry_report = _post(api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["fleet-report"]},
+                                                                "flow_run_id": {"any_": [dry_run["id"]]}}})
+    assert len(dry_report) == 1 and "2 dry run passed" in dry_report[0]["data"], dry_report
+    assert "# Fleet dry run" in dry_report[0]["data"] and "cut over" not in dry_report[0]["data"]
+    # The key's card (its latest version) is the last fleet's one final table.
+    latest = _post(api, "/artifacts/latest/filter", {"artifacts": {"key": {"any_": ["fleet-summary"]}}})
+    assert [c["latest_id"] for c in latest] == [dry_summary["id"]]
+    for name in rest:
+        assert db.alembic_revision(conn, name) is None and data_fingerprint(conn, name) == halt_before[name]
+
+    # The status board: the targets the halted fleet never started are there, said by the fleet's run.
+    board = _post(api, "/artifacts/latest/filter", {"artifacts": {"key": {"any_": ["pg-cutover-status"]}}})
+    board_rows = {r["database"]: r for r in json.loads(board[0]["data"])}
+    for name in rest:
+        assert board_rows[name]["result"] == "not started: the fleet halted after canary failed", board_rows[name]
+        assert board_rows[name]["host"] == f"{conn.host}:{conn.port}"
+        assert board_rows[name]["last_run"] == halt_run["name"]
 
     # The password travelled by reference only: in no parameter and no artifact the API holds.
     everything = json.dumps(_post(api, "/flow_runs/filter", {})) + json.dumps(_post(api, "/artifacts/filter", {}))

@@ -7,7 +7,18 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 FLEET_LIMIT = "pg-cutover-fleet"
-FINAL = ("succeeded", "noop", "dry-run", "rolled back", "failed", "skipped", "cancelled")
+DRY_RUN_PASSED = "dry run passed"
+# A target that ended in one of these needs nobody: the fleet's run is Completed only when all did.
+PASSED = ("succeeded", "noop", DRY_RUN_PASSED)
+FINAL = (*PASSED, "rolled back", "failed", "skipped", "cancelled")
+# A cutover's own status (its `<db>-outcome` row) in the words of the fleet's table: a dry run changed
+# nothing, so it never reads as a cutover.
+TARGET_STATUS = {"dry-run": DRY_RUN_PASSED}
+
+
+def target_status(outcome_status: str | None) -> str:
+    """The fleet row's status for a cutover run that completed, from the status its outcome row gives."""
+    return TARGET_STATUS.get(outcome_status or "succeeded", outcome_status or "succeeded")
 
 
 def host_limit_name(host_key: str) -> str:
@@ -63,9 +74,13 @@ class FleetBoard:
 
 
 def count_statuses(rows: list[FleetRow]) -> dict[str, int]:
+    return count_statuses_of(row.status for row in rows)
+
+
+def count_statuses_of(statuses) -> dict[str, int]:
     found: dict[str, int] = {}
-    for row in rows:
-        found[row.status] = found.get(row.status, 0) + 1
+    for status in statuses:
+        found[status] = found.get(status, 0) + 1
     return found
 
 
@@ -80,14 +95,34 @@ def max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
     return best
 
 
+def outcome_line(rows: list[FleetRow], *, seconds: float, dry_run: bool) -> str:
+    """The fleet run's one-line message: a dry run says it passed, and never that anything was cut over."""
+    failed = [r.target for r in rows if r.status not in PASSED]
+    noun = "target" if len(rows) == 1 else "targets"
+    if failed:
+        did_not = "did not pass the dry run" if dry_run else "did not cut over"
+        return (f"{len(failed)} of {len(rows)} {noun} {did_not}: {', '.join(failed)} ({seconds:.0f} s; see the "
+                "fleet-report artifact).")
+    noop = sum(1 for r in rows if r.status == "noop")
+    already = f" ({noop} already at the target revision)" if noop else ""
+    if dry_run:
+        return f"Dry run passed on {len(rows)} {noun}{already} in {seconds:.0f} s; no production database was touched."
+    return f"{len(rows)} {noun} cut over{already} in {seconds:.0f} s."
+
+
 def render_fleet_report(rows: list[FleetRow], *, policy: str, per_host_limit: int, max_parallel: int,
-                        started: str, finished: str, seconds: float, halted_by: str | None) -> str:
+                        started: str, finished: str, seconds: float, halted_by: str | None,
+                        dry_run: bool = False) -> str:
     counts = count_statuses(rows)
     lines = [
-        f"# Fleet cutover: {len(rows)} targets",
+        f"# Fleet {'dry run' if dry_run else 'cutover'}: {len(rows)} targets",
+        "",
+        outcome_line(rows, seconds=seconds, dry_run=dry_run),
         "",
         f"Started {started}, finished {finished} ({seconds:.0f} s). Policy `{policy}`, at most {per_host_limit} "
-        f"cutovers per PostgreSQL host and {max_parallel} in all.",
+        f"cutovers per PostgreSQL host and {max_parallel} in all."
+        + (" A dry run: each target stopped after its dry run, and no production database was touched."
+           if dry_run else ""),
         "",
         "Outcome: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + ".",
     ]

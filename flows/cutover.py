@@ -1,6 +1,6 @@
 """The cutover flow: runbook sections 1 to 5 and 7, in the runbook's order.
 
-Read top to bottom, `cutover` is the runbook: one call per section. Each section is a
+Read top to bottom, `_runbook` is the runbook: one call per section. Each section is a
 method of `flows/sections.py`'s `Cutover`, in the same order. Every step is recorded in
 the run manifest before and after it runs, so a failure at any point leaves a record that
 says whether production was touched and where its backup is.
@@ -33,10 +33,12 @@ from pg_cutover.runbook.checklist import Checklist
 from pg_cutover.runbook.inventory import Target
 from pg_cutover.runbook.plan import Plan, derived_name
 from pg_cutover.storage.s3 import S3Store
-from pg_cutover.tasks.checklist import approve, record_window
+from pg_cutover.tasks.checklist import record_window
+from pg_cutover.tasks.events import emit
 from pg_cutover.tasks.evidence import evidence_drained
 from pg_cutover.tasks.parity import build_baseline
 from pg_cutover.tasks.preflight import preflight
+from pg_cutover.tasks.status_board import publish_status
 from pg_cutover.tasks.targets import target_settings
 from pg_cutover.toolkit import Toolkit
 from pg_cutover.values import check_revision
@@ -64,7 +66,8 @@ def cutover(
     target: Target | None = None,
     strategy: Literal["runbook", "clone"] | None = None,
 ) -> dict[str, Any] | State:
-    """
+    """Back up, dry-run on a scratch copy, then stamp and upgrade production to the target revision.
+
     Args:
         baseline_rev: Alembic revision that matches the legacy schema; defaults to BASELINE_REV.
         target_rev: Revision to upgrade to ("head" by default).
@@ -80,62 +83,107 @@ def cutover(
         strategy: "runbook" backs up, dry-runs on a restored scratch copy and upgrades production in place; "clone" upgrades a file-level clone of the paused database and swaps the names (a window of seconds per GB, a rollback of two renames). Default CUTOVER_STRATEGY (runbook).
     """
     log = get_run_logger()
+    said = _Said()
     # Artifacts all in the API before the run's final state; work in flight settled before that.
-    with heartbeats(), evidence_drained(log), InFlight() as inflight:
-        # pandas is first needed by baseline parity: imported while preflight waits on PostgreSQL.
-        threading.Thread(target=importlib.import_module, args=("pandas",), daemon=True).start()
-        settings = target_settings(target)
-        kit = Toolkit.from_settings(settings)
-        window = Window.resolve(_scheduled_start(), settings.window_end, window_minutes or settings.window_minutes)
+    with heartbeats(), evidence_drained(log), InFlight() as inflight, said.announcing():
+        said.result = _runbook(said, inflight, baseline_rev, target_rev, dry_run, cleanup_scratch, approved_by,
+                               ticket, checklist, approval_timeout_seconds, window_minutes, rollback_on_failure,
+                               target, strategy)
+        return said.result
 
-        # 1. Maintenance window: a run that starts after its window closed changes nothing.
-        started = record_window(settings.postgres_db, check_start(window), "start")
-        if not started.ok:
-            return Cancelled(name="Deferred", message=f"Deferred: {started.reason}; nothing was changed.")
-        _build_baseline_ahead(kit, baseline_rev or settings.baseline_rev, inflight)
-        # Production's alembic interpreter starts now and serves every alembic command on production:
-        # the revision graph at preflight, the upgrade's offline SQL, then stamp and upgrade.
-        with AlembicSession(kit.alembic, settings.postgres_db) as prod_alembic:
-            plan, pg, store = preflight(kit, baseline_rev, target_rev, S3Store.from_settings(settings), prod_alembic,
-                                        strategy or settings.strategy)
-            with _cutover_lock(kit, plan):
-                # 1. Checklist: pre-approved by parameters, or answered in the UI's form while the run waits.
-                answers: dict[str, Any] = {"mode": "not needed: production is already at the target"}
-                if not plan.at_target:
-                    answers, refusal = approve(
-                        plan.database, _form_description(plan, settings), approved_by=approved_by, ticket=ticket,
-                        checklist=checklist, dry_run=dry_run,
-                        timeout=approval_timeout_seconds or settings.approval_timeout)
-                    if refusal:
-                        return Cancelled(name="NotApproved", message=f"Not approved: {refusal}; nothing was changed.")
 
-                clone = plan.strategy == "clone"
-                with (CloneCutover if clone else Cutover)(
-                        settings, kit, window, plan, pg, store, prod_alembic, answers, inflight, dry_run=dry_run,
-                        rollback_on_failure=rollback_on_failure) as run:
-                    if plan.at_target:
-                        return run.nothing_to_change()
-                    run.check_writes_paused()          # 1. writes paused, checked
-                    run.check_baseline_parity()        # 3. (first) the claim `alembic stamp` makes
-                    if clone:
-                        run.clone()                    # 3. the paused database cloned, data parity, amcheck
-                        run.upgrade_clone()            # 3. stamp + upgrade the clone, schema parity
-                    else:
-                        run.back_up()                  # 2. backup, verified; the off-site copy uploads beside
-                        run.dry_run_on_scratch()       # 3. restore, data parity, amcheck, migrate the copy
-                    if dry_run:
-                        return run.end_dry_run(cleanup_scratch)
-                    run.review_upgrade_sql()           # 4. (before) the SQL production is about to run
-                    if not run.window_fits():          # 1. (again) time left for the upgrade and a rollback
-                        return run.defer(cleanup_scratch)
-                    if clone:
-                        run.swap()                     # 4. the upgraded clone takes production's name
-                    else:
-                        run.upgrade_production()       # 4. stamp + upgrade
-                    run.validate()                     # 5. validation
-                    if clone:
-                        run.keep_original()            # 2. after the window: the original dumped, proven
-                    return run.clean_up(cleanup_scratch)  # 7. cleanup
+def _runbook(said: "_Said", inflight: InFlight, baseline_rev, target_rev, dry_run, cleanup_scratch, approved_by, ticket,
+             checklist, approval_timeout_seconds, window_minutes, rollback_on_failure, target,
+             strategy) -> dict[str, Any] | State:
+    """The flow's body, section by section (see `cutover` for the parameters)."""
+    # pandas is first needed by baseline parity: imported while preflight waits on PostgreSQL.
+    threading.Thread(target=importlib.import_module, args=("pandas",), daemon=True).start()
+    settings = target_settings(target)
+    said.database, said.host, said.port = settings.postgres_db, settings.postgres_host, settings.postgres_port
+    kit = Toolkit.from_settings(settings)
+    window = Window.resolve(_scheduled_start(), settings.window_end, window_minutes or settings.window_minutes)
+
+    # 1. Maintenance window: a run that starts after its window closed changes nothing.
+    started = record_window(settings.postgres_db, check_start(window), "start")
+    if not started.ok:
+        publish_status(settings.postgres_db, kit.conn.where(), None, flow_run.name or "", "deferred: the window had closed")
+        return Cancelled(name="Deferred", message=f"Deferred: {started.reason}; nothing was changed.")
+    _build_baseline_ahead(kit, baseline_rev or settings.baseline_rev, inflight)
+    # Production's alembic interpreter starts now and serves every alembic command on production:
+    # the revision graph at preflight, the upgrade's offline SQL, then stamp and upgrade.
+    with AlembicSession(kit.alembic, settings.postgres_db) as prod_alembic:
+        plan, pg, store = preflight(kit, baseline_rev, target_rev, S3Store.from_settings(settings), prod_alembic,
+                                    strategy or settings.strategy)
+        with _cutover_lock(kit, plan):
+            clone = plan.strategy == "clone"
+            with (CloneCutover if clone else Cutover)(
+                    settings, kit, window, plan, pg, store, prod_alembic, inflight, dry_run=dry_run,
+                    rollback_on_failure=rollback_on_failure) as run:
+                said.run = run
+                if plan.at_target:
+                    return run.nothing_to_change()
+                # What the approver reads is posted before the form, and outside the write-pause window.
+                run.check_baseline_parity()        # 3. (first) the claim `alembic stamp` makes
+                if not dry_run:
+                    run.review_upgrade_sql()       # 4. (before) the SQL production is about to run, linted
+                run.brief_the_approver()           # 1. the plan
+                if not run.get_approval(approved_by=approved_by, ticket=ticket, checklist=checklist,
+                                        timeout=approval_timeout_seconds or settings.approval_timeout):
+                    return run.not_approved()      # 1. checklist: pre-approved, or the form answered
+                run.check_writes_paused()          # 1. writes paused, checked
+                if clone:
+                    run.clone()                    # 3. the paused database cloned, data parity, amcheck
+                    run.upgrade_clone()            # 3. stamp + upgrade the clone, schema parity
+                else:
+                    run.back_up()                  # 2. backup, verified; the off-site copy uploads beside
+                    run.dry_run_on_scratch()       # 3. restore, data parity, amcheck, migrate the copy
+                if dry_run:
+                    return run.end_dry_run(cleanup_scratch)
+                if not run.window_fits():          # 1. (again) time left for the upgrade and a rollback
+                    return run.defer(cleanup_scratch)
+                if clone:
+                    run.swap()                     # 4. the upgraded clone takes production's name
+                else:
+                    run.upgrade_production()       # 4. stamp + upgrade
+                run.validate()                     # 5. validation
+                if clone:
+                    run.keep_original()            # 2. after the window: the original dumped, proven
+                return run.clean_up(cleanup_scratch)  # 7. cleanup
+
+
+class _Said:
+    """What the run tells the world when it ends: one `pg-cutover.cutover.*` event (tasks/events.py)."""
+
+    def __init__(self) -> None:
+        self.database: str | None = None  # known once the settings have loaded
+        self.host, self.port = "", 0
+        self.run: Cutover | None = None  # once past preflight and approval: its manifest knows more
+        self.result: Any = None
+
+    @contextmanager
+    def announcing(self):
+        try:
+            yield
+        except Exception as exc:  # a crash (BaseException) is the server's Crashed event's to tell
+            if self.database:
+                m = self.run.rec.manifest if self.run is not None else None
+                touched = bool(m and m.production_touched)
+                emit("cutover.failed", self.database, self.host, self.port,
+                     f"failed{' after touching production' if touched else ' before touching production'}: "
+                     f"{' '.join(str(exc).split())[:400]}", production_touched=str(touched).lower(),
+                     step=(m.failure or {}).get("step", "") if m else "")
+            raise
+        if self.database is None:
+            return
+        result = self.result
+        if isinstance(result, State):
+            if result.name == "Deferred":
+                emit("cutover.deferred", self.database, self.host, self.port, result.message or "deferred")
+            return
+        if isinstance(result, dict):
+            emit("cutover.succeeded", self.database, self.host, self.port,
+                 {"dry-run": "dry run passed", "noop": "already at the target"}.get(result.get("status"), "succeeded")
+                 + f": revision {result.get('revision_after') or 'none'}", status=result.get("status"))
 
 
 def _build_baseline_ahead(kit: Toolkit, revision: str | None, inflight: InFlight) -> None:
@@ -175,13 +223,3 @@ def _scheduled_start() -> datetime | None:
     value = flow_run.scheduled_start_time
     return value if isinstance(value, datetime) else None
 
-
-def _form_description(plan, settings) -> str:
-    return (
-        f"## Cutover of `{plan.database}` on `{settings.postgres_host}:{settings.postgres_port}`\n\n"
-        f"Revision now: `{plan.revision_before or 'none (legacy)'}`; target `{plan.target_rev}` "
-        f"(baseline `{plan.baseline_rev}`{', stamped first' if plan.needs_stamp else ''}); strategy "
-        f"`{plan.strategy}`.\n\n"
-        "Tick every item of runbook section 1 and name the operator, reviewer and rollback owner. "
-        "Anything unticked or left empty ends the run without changing anything."
-    )

@@ -10,12 +10,14 @@ of them restore.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
+from prefect.states import Completed, Failed, State
 
 from pg_cutover.checks import changes
 from pg_cutover.clone import databases as clone_databases
@@ -34,9 +36,11 @@ from pg_cutover.rollback.restore import (
     unique_name,
 )
 from pg_cutover.runbook.inventory import Target
-from pg_cutover.runbook.manifest import RollbackRecord, RunRecorder, utcnow
+from pg_cutover.runbook.manifest import RUN_MANIFESTS, RollbackRecord, RunRecorder, load_manifest, utcnow
 from pg_cutover.storage.s3 import S3Store
+from pg_cutover.tasks.events import emit
 from pg_cutover.tasks.evidence import OUTBOX, evidence_drained, publish_markdown
+from pg_cutover.tasks.report import publish_to_cutover
 from pg_cutover.tasks.rollback import (
     carry_database_properties,
     drop_failed_copy,
@@ -50,20 +54,54 @@ from pg_cutover.tasks.rollback import (
     swap_back,
     verify_restored,
 )
-from pg_cutover.tasks.targets import flow_run_target, target_settings
+from pg_cutover.tasks.status_board import publish_manifest_status
+from pg_cutover.tasks.targets import flow_run_environment, flow_run_target, target_settings
 from pg_cutover.toolkit import Toolkit
 
 LOCK_WAIT_SECONDS = 4 * 3600  # a second rollback waits for the first to finish, then finds the work done
 
 
-@flow(name="rollback", description="Restore production from the cutover's verified backup, restart the backend, record the incident.")
+# What each ending is called in the UI: a person tells them apart at a glance, green or red.
+FINAL_STATES = {
+    "restored": (Completed, "Restored"),
+    "not-needed": (Completed, "NothingToRestore"),
+    "already-restored": (Completed, "AlreadyRestored"),
+    "not-started": (Failed, "ManualRollbackNeeded"),  # production touched, left for a human by choice
+    "refused": (Failed, "Refused"),
+    "failed": (Failed, "RollbackFailed"),
+}
+
+
+def rollback_run_name() -> str:
+    """`rollback-<database>-of-<cutover run name>`: which database, and which cutover it answers."""
+    params = flow_run.parameters or {}
+    target = params.get("target") or {}
+    database = target.get("database") if isinstance(target, dict) else getattr(target, "database", None)
+    ref = str(params.get("manifest", "")).strip()
+    of = ref.rstrip("/").split("/")[-2] if "/" in ref else ref
+    if is_flow_run_id(ref):
+        try:
+            from prefect.client.orchestration import get_client
+
+            with get_client(sync_client=True) as client:
+                cutover_run = client.read_flow_run(ref)
+            of = cutover_run.name
+            target = (cutover_run.parameters or {}).get("target") or {}
+            database = database or target.get("database") or flow_run_environment(ref).get("POSTGRES_DB")
+        except Exception:
+            of = ref[:8]
+    return f"rollback-{database or os.environ.get('POSTGRES_DB') or 'database'}-of-{of}"[:120]
+
+
+@flow(name="rollback", flow_run_name=rollback_run_name,
+      description="Restore production from the cutover's verified backup, restart the backend, record the incident.")
 def rollback(
     manifest: str,
     strategy: Literal["rename", "drop-recreate"] = "rename",
     automatic: bool = False,
     target: Target | None = None,
     discard_changes_since_cutover: bool = False,
-) -> dict[str, Any]:
+) -> State:
     """Restore production from the cutover's verified backup, unless production changed since the cutover.
 
     Args:
@@ -75,10 +113,55 @@ def rollback(
     """
     log = get_run_logger()
     with heartbeats(), evidence_drained(log):  # artifacts all in the API before the run's final state
-        if target is None and is_flow_run_id(manifest):
-            target = flow_run_target(manifest.strip())  # a fleet cutover: same database, same settings
+        environment = {}
+        if is_flow_run_id(manifest):
+            # The cutover's own settings: a fleet target's, and those its deployment or run gave it.
+            target = target or flow_run_target(manifest.strip())
+            environment = flow_run_environment(manifest.strip())
+            if environment:
+                log.info("Settings of the cutover's run (job variables): %s", ", ".join(sorted(environment)))
         steps = _Steps(log, str(flow_run.id) if flow_run.id else None)
-        return _roll_back(steps, manifest, strategy, automatic, target, discard_changes_since_cutover)
+        try:
+            summary = _roll_back(steps, manifest, strategy, automatic, target, discard_changes_since_cutover,
+                                 environment)
+        except (RollbackRefused, RollbackFailed) as exc:
+            summary = {"status": "refused" if isinstance(exc, RollbackRefused) else "failed", "error": str(exc)}
+            kind, name = FINAL_STATES[summary["status"]]
+            state = kind(name=name, message=str(exc), data=exc)
+        else:
+            kind, name = FINAL_STATES.get(summary["status"], (Completed, "Completed"))
+            state = kind(name=name, message=_ending(summary), data=summary)
+        _tell_the_cutover(manifest, summary, name, steps.found)
+        return state
+
+
+def _ending(summary: dict[str, Any]) -> str:
+    database = summary.get("database") or "production"
+    return {
+        "restored": f"{database} restored from {summary.get('restored_from')}; the failed database is kept as "
+                    f"{summary.get('failed_database') or '-'}",
+        "not-needed": f"The cutover of {database} never touched production: nothing to restore.",
+        "already-restored": f"{database} was already restored by flow run {summary.get('by')}: nothing done.",
+        "not-started": f"The cutover of {database} touched production and its automatic rollback is off "
+                       "(rollback_on_failure=false): nothing restored; run the rollback by hand.",
+    }.get(summary["status"], summary["status"])
+
+
+def _tell_the_cutover(manifest: str, summary: dict[str, Any], state_name: str, m) -> None:
+    """The rollback's ending where people look: an event for notifications, and, on the cutover's own
+    run, a link to this run and its `outcome` row as it stands after the rollback."""
+    database = (m.database if m else None) or summary.get("database") or os.environ.get("POSTGRES_DB", "")
+    host, port = (m.host, m.port) if m else (os.environ.get("POSTGRES_HOST", ""), os.environ.get("POSTGRES_PORT", ""))
+    event = {"restored": "rollback.restored", "refused": "rollback.refused", "failed": "rollback.failed",
+             "not-started": "rollback.not-started"}.get(summary["status"])
+    cutover_run = manifest.strip() if is_flow_run_id(manifest) else (m.flow_run_id if m else None)
+    if event:
+        emit(event, database, host, port, f"{state_name}: {summary.get('error') or _ending(summary)}"[:500],
+             cutover_flow_run_id=cutover_run or "")
+    if cutover_run:
+        publish_to_cutover(cutover_run, database, m, state_name)
+    if m is not None:
+        publish_manifest_status(m)  # the database's row on the pg-cutover-status board, as the rollback left it
 
 
 def rollback_without_prefect(manifest: str, strategy: Literal["rename", "drop-recreate"] = "rename", *,
@@ -103,16 +186,17 @@ class _Steps:
     log: Any
     me: str | None  # this rollback's flow run id, when it is one
     direct: bool = False
+    found: Any = None  # the cutover's manifest once read (and re-read under the lock)
 
     def __call__(self, task, *args, **kwargs):
         return task.fn(*args, **kwargs) if self.direct else task(*args, **kwargs)
 
 
 def _roll_back(run: _Steps, manifest: str, strategy: str, automatic: bool, target: Target | None,
-               discard_changes_since_cutover: bool) -> dict[str, Any]:
+               discard_changes_since_cutover: bool, environment: dict[str, str] | None = None) -> dict[str, Any]:
     """Section 6, decided from the manifest; see `rollback`."""
     log, me = run.log, run.me
-    settings = target_settings(target)
+    settings = target_settings(target, environment)
     kit = Toolkit.from_settings(settings)
     store = S3Store.from_settings(settings)
 
@@ -124,6 +208,7 @@ def _roll_back(run: _Steps, manifest: str, strategy: str, automatic: bool, targe
                          "Incident record (runbook 6.5)")
         return {"status": "not-needed", "reason": "no manifest"}
 
+    run.found = source.manifest
     if source.manifest.database != settings.postgres_db:
         raise ConfigError(f"manifest={manifest!r} is a cutover of {source.manifest.database!r}, but POSTGRES_DB is "
                           f"{settings.postgres_db!r}; point POSTGRES_DB at the database the manifest is for. "
@@ -163,7 +248,7 @@ def _roll_back(run: _Steps, manifest: str, strategy: str, automatic: bool, targe
     with db.advisory_lock(kit.conn, database, wait_seconds=LOCK_WAIT_SECONDS) as locked:
         if not locked:
             raise RollbackFailed(f"Another rollback of {database} held its lock for {LOCK_WAIT_SECONDS} s; nothing was changed.")
-        m = source.reload()
+        m = run.found = source.reload()
         if m.status == "running":
             # Its lock was free, so the cutover's process is gone: it will never finish this record.
             m.status, m.finished_at = "crashed", m.finished_at or utcnow()
@@ -193,6 +278,8 @@ def _roll_back(run: _Steps, manifest: str, strategy: str, automatic: bool, targe
             with rec.rollback_step("stop-backend") as step:
                 step.detail = {"summary": kit.rollback_service.describe("stop")}  # before: a failure names it too
                 run(stop_backend, kit)
+                if not kit.rollback_service.stop_argv:
+                    step.status = "skipped"  # nothing was stopped: the note says why
             if m.strategy == "clone" and (m.backup is None or clone_databases.name_of(kit.conn, m.clone.original_oid)):
                 _swap_back(run, rec, kit, m)  # the original still stands (or there is nothing else)
             else:
@@ -204,6 +291,11 @@ def _roll_back(run: _Steps, manifest: str, strategy: str, automatic: bool, targe
             with rec.rollback_step("start-backend") as step:
                 step.detail = {"summary": kit.rollback_service.describe("start")}
                 m.rollback.health = run(start_backend, kit)
+                if m.rollback.health:
+                    step.detail["summary"] += f"; {len(m.rollback.health)} health paths answered"
+                elif not kit.rollback_service.start_argv:
+                    step.status = "skipped"  # nothing started and no health URL to wait on
+                    step.detail["summary"] += "; no health URL to check (CUTOVER_HEALTH_URL)"
             if strategy == "drop-recreate":
                 _drop_aside(run, rec, pg, m)
             m.rollback.status = "restored"
@@ -374,43 +466,50 @@ ROLLBACK_DEPLOYMENT = "rollback/rollback"
 
 
 def start_rollback(flow, flow_run, state) -> None:
-    """The cutover's on_failure / on_crashed hook: hand the failed run to the rollback flow.
+    """The cutover's on_failure / on_crashed hook: hand a failed run that touched production to the rollback.
 
-    As a run of the `rollback` deployment when one exists (a worker picks it up,
-    and the server-side trigger may start one too: the rollback restores once),
-    else in this process. The rollback decides from the manifest whether there is
-    anything to restore. Hooks are not guaranteed to run; the trigger in
-    prefect.yaml is the one to rely on.
+    Exactly one rollback run per failure. A crash goes to the server-side trigger in prefect.yaml
+    when the `rollback` deployment exists (it also covers a process that died before any hook
+    could run). A cutover that never touched production starts none: its own run says why it
+    stopped. Any other failure is handed to one run of the `rollback` deployment, named after the
+    database and the cutover; without that deployment (the command line) the rollback runs in
+    this process, and without a Prefect API, without it. The rollback decides from the manifest
+    what there is to restore.
     """
     from prefect.logging.loggers import flow_run_logger
 
     logger = flow_run_logger(flow_run, flow)
+    ref = str(flow_run.id)
+    target = flow_run.parameters.get("target")
+    try:
+        deployed = _rollback_deployed()
+    except Exception as exc:  # the in-process rollback below is still worth a try
+        logger.warning("Could not look up the rollback deployment (%s); rolling back in this process.", exc)
+        deployed = False
+    if deployed and state.is_crashed():
+        logger.warning("Cutover %s: the server's trigger starts the rollback deployment.", state.name)
+        return
+    if _production_touched(ref, target) is False:
+        logger.info("Cutover %s before production was touched: nothing to roll back, so no rollback run.", state.name)
+        return
     # Started even with rollback_on_failure off: the rollback run then records the incident and
     # restores nothing, exactly as when the server-side trigger fires for such a run.
-    ref = str(flow_run.id)
-    try:
-        from prefect.client.orchestration import get_client
-        from prefect.deployments import run_deployment
-        from prefect.exceptions import ObjectNotFound
+    if deployed:
+        try:
+            from prefect.deployments import run_deployment
 
-        with get_client(sync_client=True) as client:
-            try:
-                client.read_deployment_by_name(ROLLBACK_DEPLOYMENT)
-                exists = True
-            except ObjectNotFound:
-                exists = False
-        if exists:
             params = {"manifest": ref, "automatic": True}
-            if flow_run.parameters.get("target"):  # a fleet target: the rollback needs its settings too
-                params["target"] = flow_run.parameters["target"]
-            run = run_deployment(ROLLBACK_DEPLOYMENT, parameters=params, timeout=0, as_subflow=False)
-            logger.warning("Cutover %s: rollback deployment run %s started.", state.name, run.id)
+            if target:  # a fleet target: the rollback needs its settings too
+                params["target"] = target
+            # The key makes a second call (a retried hook) find the first run instead of starting another.
+            run = run_deployment(ROLLBACK_DEPLOYMENT, parameters=params, timeout=0, as_subflow=False,
+                                 idempotency_key=f"rollback-of-{ref}")
+            logger.warning("Cutover %s: rollback run %s started (%s).", state.name, run.name, run.id)
             return
-    except Exception as exc:  # the in-process rollback below is still worth a try
-        logger.warning("Could not start the rollback deployment (%s); rolling back in this process.", exc)
+        except Exception as exc:
+            logger.warning("Could not start the rollback deployment (%s); rolling back in this process.", exc)
     from pg_cutover.flows.prefect_api import unreachable
 
-    target = flow_run.parameters.get("target")
     reason = unreachable()
     if reason is not None:  # the rollback must not depend on the API that just failed
         logger.warning("Cutover %s: the Prefect API cannot be reached (%s); rolling back in this process "
@@ -418,4 +517,38 @@ def start_rollback(flow, flow_run, state) -> None:
         rollback_without_prefect(ref, automatic=True, target=Target.model_validate(target) if target else None)
         return
     logger.warning("Cutover %s: rolling back in this process.", state.name)
-    rollback(manifest=ref, automatic=True, target=target)
+    rollback(manifest=ref, automatic=True, target=target, return_state=True)
+
+
+def _rollback_deployed() -> bool:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(ROLLBACK_DEPLOYMENT)
+            return True
+        except ObjectNotFound:
+            return False
+
+
+def _production_touched(flow_run_id: str, target: dict | None) -> bool | None:
+    """From the cutover's own manifest: False when the run never got as far as writing one (it stopped
+    before its first step) or its manifest says so; None when that cannot be told.
+
+    The manifest is found where this process's run recorded it, else (a hook run by another process)
+    where the run's settings put it."""
+    path = RUN_MANIFESTS.get(flow_run_id)
+    try:
+        if path is not None:
+            return load_manifest(path).production_touched
+        from pg_cutover.settings import load_settings
+
+        try:
+            settings = load_settings(**(Target.model_validate(target).overrides() if target else {}))
+        except ConfigError:
+            return False  # settings that do not load: the cutover stopped before any connection
+        source = locate_manifest(flow_run_id, backup_dir=settings.backup_dir, database=settings.postgres_db, store=None)
+        return False if source is None else source.manifest.production_touched
+    except Exception:
+        return None

@@ -27,16 +27,24 @@ from pg_cutover.migrations.session import AlembicSession
 from pg_cutover.pg import db
 from pg_cutover.pg.tools import PgClient
 from pg_cutover.rollback import late_writes
-from pg_cutover.runbook import steps
-from pg_cutover.runbook.manifest import Manifest, RunRecorder
+from pg_cutover.runbook import briefing, steps
+from pg_cutover.runbook.checklist import Checklist
+from pg_cutover.runbook.manifest import RUN_MANIFESTS, Manifest, RunRecorder
 from pg_cutover.runbook.plan import Plan, derived_name
 from pg_cutover.runbook.report import write_pause_seconds
 from pg_cutover.settings import Settings
 from pg_cutover.storage.s3 import S3Store
 from pg_cutover.tasks.backup import full_backup, schema_snapshot, verify_backup
-from pg_cutover.tasks.checklist import check_writes_paused, record_window, writes_sample, writes_still_paused
+from pg_cutover.tasks.checklist import (
+    approve,
+    check_writes_paused,
+    record_window,
+    writes_sample,
+    writes_still_paused,
+)
 from pg_cutover.tasks.cleanup import drop_scratch
-from pg_cutover.tasks.evidence import Progress
+from pg_cutover.tasks.events import run_link
+from pg_cutover.tasks.evidence import Progress, publish_markdown
 from pg_cutover.tasks.offsite import mirror, prune
 from pg_cutover.tasks.parity import (
     baseline_parity,
@@ -52,6 +60,7 @@ from pg_cutover.tasks.parity import (
 from pg_cutover.tasks.production import production_current, stamp_production, upgrade_production
 from pg_cutover.tasks.report import publish_report
 from pg_cutover.tasks.scratch import migrate_scratch, restore_scratch
+from pg_cutover.tasks.status_board import publish_manifest_status
 from pg_cutover.tasks.validation import api_health, db_objects, service_status
 from pg_cutover.toolkit import Toolkit
 
@@ -65,7 +74,7 @@ class Cutover:
     """
 
     def __init__(self, settings: Settings, kit: Toolkit, window: Window, plan: Plan, pg: PgClient,
-                 store: S3Store | None, prod_alembic: AlembicSession, answers: dict[str, Any], inflight: InFlight, *,
+                 store: S3Store | None, prod_alembic: AlembicSession, inflight: InFlight, *,
                  dry_run: bool, rollback_on_failure: bool):
         self.settings, self.kit, self.window, self.plan, self.pg, self.store = settings, kit, window, plan, pg, store
         self.prod_alembic = prod_alembic
@@ -83,11 +92,13 @@ class Cutover:
                 baseline_rev=plan.baseline_rev,
                 target_rev=plan.target_rev,
                 revision_before=plan.revision_before,
-                checklist=answers,
+                checklist={},
             ),
             plan.run_dir,
             settings.secrets,
         )
+        if flow_run.id:
+            RUN_MANIFESTS[str(flow_run.id)] = self.rec.path
         self.progress = Progress(plan.database, steps.plan(
             at_target=plan.at_target, dry_run=dry_run, sampled=settings.write_freeze != "off",
             mirrored=store is not None, linted=settings.lint != "off", strategy=plan.strategy))
@@ -100,6 +111,7 @@ class Cutover:
         self.scratch_schema: dict | None = None
         self.sql_review: dict[str, Any] = {}
         self.fits: WindowCheck | None = None
+        self.refusal: str | None = None  # the checklist's "no", when it was one
 
     def __enter__(self) -> "Cutover":
         # Work that needs no production state runs beside the critical path from the start.
@@ -125,6 +137,7 @@ class Cutover:
         finally:
             # 5.4 Record migration evidence, whatever the outcome.
             publish_report(self.rec.manifest, self.plan.run_dir, self.store if self.rec.manifest.offsite else None)
+            publish_manifest_status(self.rec.manifest)  # this database's row on the pg-cutover-status board
 
     # -- the sections, in the runbook's order --------------------------------------------------
 
@@ -133,6 +146,38 @@ class Cutover:
         _validate(self.rec, self.kit, self.plan, self.pg, at_target=True)
         self.rec.update(revision_after=self.plan.revision_before)
         return self._finish("noop")
+
+    def brief_the_approver(self) -> None:
+        """1. (before the form) The plan, beside the baseline parity and upgrade SQL artifacts already posted."""
+        plan, kit = self.plan, self.kit
+        runs = briefing.last_runs(self.settings.backup_dir, plan.database, exclude=plan.run_dir)
+        publish_markdown(plan.database, "plan", briefing.render_plan(plan, kit.conn.host, kit.conn.port,
+                                                                     dry_run=self.rec.manifest.dry_run, runs=runs),
+                         f"What this run will do to {plan.database}: read before approving")
+
+    def get_approval(self, *, approved_by: str | None, ticket: str | None, checklist: Checklist, timeout: int) -> bool:
+        """1. Checklist: pre-approved by parameters, or answered in the UI's form while the run waits."""
+        plan, kit = self.plan, self.kit
+        with self.rec.step("approval") as step:
+            description = briefing.form_description(plan, kit.conn.host, kit.conn.port,
+                                                    f"{run_link()}?tab=Artifacts" if run_link() else "")
+            answers, refusal = approve(plan.database, description, approved_by=approved_by, ticket=ticket,
+                                       checklist=checklist, dry_run=self.rec.manifest.dry_run, timeout=timeout,
+                                       host=kit.conn.host, port=kit.conn.port)
+            self.rec.update(checklist=answers)
+            who = answers.get("approved_by") or answers.get("operator") or ""
+            ticket_note = f", ticket {answers['ticket']}" if answers.get("ticket") else ""
+            step.detail = {"summary": f"{answers.get('mode')}{f' by {who}' if who else ''}{ticket_note}"}
+            if refusal:
+                step.status, step.error = "warning", f"not approved: {refusal}"
+        if refusal:
+            self.refusal = refusal
+            self.rec.finish("not-approved")
+        return refusal is None
+
+    def not_approved(self) -> State:
+        return Cancelled(name="NotApproved", message=f"Not approved: {self.refusal}; nothing was changed.",
+                         data=_summary(self.rec))
 
     def check_writes_paused(self) -> None:
         """1. Writes paused, checked rather than assumed (and enforced with CUTOVER_WRITE_FREEZE=stop-service).

@@ -10,8 +10,8 @@ from pg_cutover.pg.tools import PgClient
 from pg_cutover.runbook.manifest import BackupRecord
 from pg_cutover.runbook.plan import Plan
 from pg_cutover.runbook.report import human_size
-from pg_cutover.tasks.evidence import code_block, publish_markdown, publish_table
 from pg_cutover.tasks import progress  # noqa: F401 (its steps' byte counts reach the log and the progress artifact)
+from pg_cutover.tasks.evidence import code_block, publish_markdown, publish_table
 
 
 @task(name="backup-full", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)

@@ -13,20 +13,32 @@ from pg_cutover.checks.window import WindowCheck
 from pg_cutover.checks.writes import CounterReading, SampleStart, begin_sample, changes_since, finish_sample
 from pg_cutover.errors import PreflightError, StepFailed
 from pg_cutover.runbook.checklist import ITEMS, Checklist
-from pg_cutover.tasks.evidence import publish_markdown, publish_table
+from pg_cutover.tasks.events import emit
+from pg_cutover.tasks.evidence import drain_evidence, publish_markdown, publish_table
 from pg_cutover.toolkit import Toolkit
 
 
-class ApprovalForm(RunInput, Checklist):
-    """The form the UI shows while the run waits: the checklist's boxes and who answers for it."""
+class ApprovalForm(RunInput):
+    """The form the UI shows while the run waits: the checklist's boxes and who answers for it.
 
-    operator: str = Field("", description="Migration operator (name)")
-    reviewer: str = Field("", description="Reviewer (name)")
-    rollback_owner: str = Field("", description="Rollback owner (name)")
+    Every field is required in the form's schema, so the UI will not submit it half-filled; a box
+    left unticked is still a "no" (the run ends, nothing changed).
+    """
+
+    window_approved: bool = Field(title="Window approved", description=ITEMS["window_approved"])
+    writes_paused: bool = Field(title="Writes paused", description=ITEMS["writes_paused"])
+    operator_and_reviewer_present: bool = Field(title="Operator and reviewer present",
+                                                description=ITEMS["operator_and_reviewer_present"])
+    backup_storage_confirmed: bool = Field(title="Backup storage confirmed", description=ITEMS["backup_storage_confirmed"])
+    rollback_owner_assigned: bool = Field(title="Rollback owner assigned", description=ITEMS["rollback_owner_assigned"])
+    operator: str = Field(title="Operator", min_length=1, description="Migration operator (name)")
+    reviewer: str = Field(title="Reviewer", min_length=1, description="Reviewer (name)")
+    rollback_owner: str = Field(title="Rollback owner", min_length=1, description="Rollback owner (name)")
+    ticket: str = Field(title="Ticket", min_length=1, description="Change ticket or approval reference")
 
 
 def approve(database: str, summary: str, *, approved_by: str | None, ticket: str | None,
-            checklist: Checklist, dry_run: bool, timeout: int) -> tuple[dict, str | None]:
+            checklist: Checklist, dry_run: bool, timeout: int, host: str = "", port: int = 0) -> tuple[dict, str | None]:
     """Returns (answers for the evidence, reason it is NOT approved or None).
 
     Pre-approval (approved_by and every box ticked, for unattended scheduled runs) passes
@@ -44,7 +56,10 @@ def approve(database: str, summary: str, *, approved_by: str | None, ticket: str
         return _record(database, answers, reason), reason
     log = get_run_logger()
     log.warning("Waiting up to %s s for the maintenance checklist form (Prefect UI: Resume).", timeout)
-    form = ApprovalForm.with_initial_data(description=summary)
+    form = ApprovalForm.with_initial_data(description=summary, **({"ticket": ticket} if ticket else {}))
+    drain_evidence(log)  # the plan, baseline parity and upgrade SQL are in the API before anyone is asked to sign
+    emit("approval.waiting", database, host, port, f"waiting up to {timeout} s for the checklist form (Resume in the "
+         "Prefect UI)", timeout_seconds=timeout)
     try:
         reply = pause_flow_run(wait_for_input=form, timeout=timeout, poll_interval=2 if timeout < 60 else 10)
     except FlowPauseTimeout:
@@ -53,11 +68,11 @@ def approve(database: str, summary: str, *, approved_by: str | None, ticket: str
         reason = f"nobody answered the checklist form within {timeout} s"
         _record(database, {"mode": "form", "answer": "none (timed out)"}, reason)
         raise PreflightError(f"Not approved: {reason}; nothing was changed.") from None
-    answers = {"mode": "form", "ticket": ticket or "", **{k: v for k, v in reply.model_dump().items()
-                                                         if k in ApprovalForm.model_fields}}
+    answers = {"mode": "form", **{k: v for k, v in reply.model_dump().items() if k in ApprovalForm.model_fields}}
     answers["approved_by"] = reply.operator
     missing = [name for name in ITEMS if not answers.get(name)]
-    missing += [name for name in ("operator", "reviewer", "rollback_owner") if not str(answers.get(name, "")).strip()]
+    missing += [name for name in ("operator", "reviewer", "rollback_owner", "ticket")
+                if not str(answers.get(name, "")).strip()]
     reason = f"the checklist form was answered incomplete ({', '.join(missing)})" if missing else None
     return _record(database, answers, reason), reason
 

@@ -11,8 +11,8 @@ from pg_cutover.runbook.manifest import BackupRecord, OffsiteRecord
 from pg_cutover.runbook.plan import Plan
 from pg_cutover.runbook.report import human_size
 from pg_cutover.storage.s3 import S3Store
-from pg_cutover.tasks.evidence import artifact_key, publish_link, publish_table
 from pg_cutover.tasks import progress  # noqa: F401 (its steps' byte counts reach the log and the progress artifact)
+from pg_cutover.tasks.evidence import artifact_key, publish_link, publish_table
 
 
 # No Prefect timeout: it runs in a worker thread, where Prefect cannot interrupt it; botocore's

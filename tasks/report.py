@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from pg_cutover.runbook.manifest import Manifest, write_private
 from pg_cutover.runbook.report import REPORT_NAME, render_report
 from pg_cutover.storage.s3 import S3Store
-from pg_cutover.tasks.evidence import publish_markdown, publish_table
+from pg_cutover.tasks.evidence import OUTBOX, artifact_key, publish_markdown, publish_table
 
 OUTCOME = "outcome"
 
@@ -57,3 +57,28 @@ def _revision_after(m: Manifest) -> str:
 def publish_outcome(manifest: Manifest) -> None:
     publish_table(manifest.database, OUTCOME, [outcome_row(manifest)],
                   f"Outcome of this run for {manifest.database} (one row; read by the fleet summary)")
+
+
+def publish_to_cutover(cutover_flow_run_id: str, database: str, manifest: Manifest | None, state_name: str) -> None:
+    """On the failed cutover's own run: which rollback run answered it, and its `outcome` row as it
+    stands now (new versions of the keys, filed under the cutover's run)."""
+    from uuid import UUID
+
+    from prefect.artifacts import MarkdownArtifact, TableArtifact
+    from prefect.runtime import flow_run
+
+    from pg_cutover.tasks.events import run_link
+
+    run_id, link = UUID(cutover_flow_run_id), run_link()
+    name = f"{flow_run.name or 'rollback'} ({flow_run.id})"
+    text = (f"# Rollback: {state_name}\n\nThis cutover was answered by the rollback run "
+            f"{f'[{name}]({link})' if link else f'`{name}`'}: **{state_name}**.\n")
+    link_key, outcome_key = artifact_key(database, "rollback-run"), artifact_key(database, OUTCOME)
+    OUTBOX.post(link_key, lambda: MarkdownArtifact(key=link_key, markdown=text, flow_run_id=run_id,
+                                                   description=f"The rollback run that answered this cutover: "
+                                                               f"{state_name}").create())
+    if manifest is not None:
+        row = outcome_row(manifest)
+        OUTBOX.post(outcome_key, lambda: TableArtifact(key=outcome_key, table=[row], flow_run_id=run_id,
+                                                       description=f"Outcome of this run for {database} after its "
+                                                                   f"rollback ({state_name})").create())

@@ -22,6 +22,7 @@ from pg_cutover.rollback.restore import restore_in_place, restore_into, swap_in
 from pg_cutover.runbook.manifest import Manifest, write_private
 from pg_cutover.runbook.report import INCIDENT_NAME, render_incident
 from pg_cutover.storage.s3 import BackupUntrusted, S3Store, verified_dump
+from pg_cutover.tasks import progress  # noqa: F401 (the restore's items reach the log and the progress artifact)
 from pg_cutover.tasks.evidence import publish_markdown, run_logger
 from pg_cutover.tasks.report import publish_outcome
 from pg_cutover.toolkit import Toolkit

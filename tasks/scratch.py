@@ -10,8 +10,8 @@ from pg_cutover.errors import StepFailed
 from pg_cutover.migrations.session import AlembicSession
 from pg_cutover.pg import db
 from pg_cutover.runbook.plan import Plan
-from pg_cutover.tasks.evidence import code_block, publish_markdown
 from pg_cutover.tasks import progress  # noqa: F401 (its steps' byte counts reach the log and the progress artifact)
+from pg_cutover.tasks.evidence import code_block, publish_markdown
 from pg_cutover.toolkit import Toolkit
 
 

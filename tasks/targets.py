@@ -10,14 +10,17 @@ import os
 
 from pg_cutover.errors import ConfigError
 from pg_cutover.runbook.inventory import Target
-from pg_cutover.settings import Settings, load_settings
+from pg_cutover.settings import Settings, env_name, load_settings
+
+SECRET_SETTINGS = frozenset({"POSTGRES_PASSWORD"})
 
 
-def target_settings(target: Target | None) -> Settings:
-    """The worker's settings, with the target's values over them (none: the worker's own)."""
+def target_settings(target: Target | None, environment: dict[str, str] | None = None) -> Settings:
+    """The worker's settings, with `environment` (the cutover run's own, see `flow_run_environment`) and
+    then the target's values over them (none: the worker's own)."""
     if target is None:
-        return load_settings()
-    overrides: dict[str, str] = target.overrides()
+        return load_settings(**(environment or {}))
+    overrides: dict[str, str] = {**(environment or {}), **target.overrides()}
     if target.password:
         overrides["POSTGRES_PASSWORD"] = resolve_password(target)
     return load_settings(**overrides)
@@ -41,6 +44,29 @@ def resolve_password(target: Target) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"target {target.name}: Secret block {name} is empty or not a string; expected the password.")
     return value
+
+
+def flow_run_environment(flow_run_id: str) -> dict[str, str]:
+    """The settings a cutover flow run was given through job variables (its deployment's `job_variables.env`
+    in prefect.yaml, then the run's own from the UI's Custom run), so its rollback runs with the same
+    database and app. Only settings, and never a secret: those stay in the worker's environment."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(flow_run_id)
+        except ObjectNotFound:
+            return {}
+        env: dict[str, str] = {}
+        if run.deployment_id:
+            try:
+                env.update((client.read_deployment(run.deployment_id).job_variables or {}).get("env") or {})
+            except ObjectNotFound:
+                pass
+        env.update((run.job_variables or {}).get("env") or {})
+    known = {env_name(name) for name in Settings.model_fields}
+    return {k: str(v) for k, v in env.items() if k in known and k not in SECRET_SETTINGS}
 
 
 def flow_run_target(flow_run_id: str) -> Target | None:

@@ -7,6 +7,7 @@ test harness's temporary server never touches a developer's ~/.prefect.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import sys
@@ -308,15 +309,16 @@ def _ok(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def deployed_worker(env: dict[str, str], workdir: Path, workers: int = 1):
-    """prefect.yaml deployed through deployments/deploy.py, and process workers on its pool, until exit."""
+def deployed_worker(env: dict[str, str], workdir: Path, workers: int = 1, notify: str | None = None):
+    """prefect.yaml deployed through deployments/deploy.py (with `--notify` when given), and process workers
+    on its pool, until exit."""
     import signal
     import subprocess
 
     from pg_cutover.launcher.embedded import REPO_ROOT
 
-    deploy = subprocess.run([sys.executable, "deployments/deploy.py"], cwd=REPO_ROOT, env=env, capture_output=True,
-                            text=True, timeout=300)
+    deploy = subprocess.run([sys.executable, "deployments/deploy.py", *(["--notify", notify] if notify else [])],
+                            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
     procs = []
     with contextlib.ExitStack() as stack:
@@ -332,3 +334,48 @@ def deployed_worker(env: dict[str, str], workdir: Path, workers: int = 1):
                 os.killpg(proc.pid, signal.SIGTERM)
             for proc in procs:
                 proc.wait(30)
+
+
+class WebhookReceiver:
+    """A local HTTP endpoint that keeps every JSON body posted to it, as a chat or pager service would."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (the standard library's name)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                received.append(json.loads(body or b"{}"))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, what: str, predicate, timeout: float = 120) -> dict:
+        return wait_for(what, lambda: next((m for m in list(self.received) if predicate(m)), None), timeout)
+
+    def register(self, env: dict[str, str], name: str = "ops") -> str:
+        """A Prefect custom-webhook notification block pointed at this receiver; returns its reference."""
+        import subprocess
+
+        code = ("import sys; from prefect.blocks.notifications import CustomWebhookNotificationBlock as B; "
+                "B(name='pg-cutover', url=sys.argv[1], json_data={'subject': '{{subject}}', 'body': '{{body}}'})"
+                ".save(sys.argv[2], overwrite=True)")
+        subprocess.run([sys.executable, "-c", code, self.url, name], env=env, check=True, capture_output=True,
+                       timeout=120)
+        return f"custom-webhook/{name}"
+
+
+@pytest.fixture
+def webhook():
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.server.shutdown()

@@ -15,18 +15,22 @@ from pg_cutover.pg import db
 from pg_cutover.pg.tools import locate_bin_dir
 from pg_cutover.process import Runner
 from pg_cutover.runbook.checklist import Checklist
+from pg_cutover.runbook.manifest import load_manifest
 from pg_cutover.settings import load_settings
 from tests.helpers import artifacts_of, data_fingerprint, databases_like
 
 APPROVED = dict(approved_by="alice", checklist=Checklist.all_confirmed())
 
 
-def assert_nothing_changed(conn, pilot, before):
+def assert_nothing_changed(conn, pilot, before, *, manifests: bool = False):
+    """`manifests`: the run got as far as the approval, and its record says it never touched production."""
     assert db.alembic_revision(conn, pilot) is None
     assert data_fingerprint(conn, pilot) == before
     assert databases_like(conn, f"{pilot}_scratch") == []
     backups = Path(os.environ["CUTOVER_BACKUP_DIR"])
-    assert not list(backups.rglob("*.dump")) and not list(backups.rglob("manifest.json"))
+    assert not list(backups.rglob("*.dump"))
+    found = [load_manifest(path) for path in backups.rglob("manifest.json")]
+    assert bool(found) == manifests and not any(m.production_touched or m.backup for m in found)
 
 
 def fails_with(**params) -> str:
@@ -141,7 +145,9 @@ def test_checklist_not_ticked_changes_nothing(prefect_api, conn, pilot, cutover_
     assert "never resumed" in state.message or "nobody answered the checklist form" in state.message
     checklist = artifacts_of(state.state_details.flow_run_id)[f"{pilot.replace('_', '-')}-checklist"]
     assert "Not approved: nobody answered the checklist form within 3 s" in checklist
-    assert_nothing_changed(conn, pilot, before)
+    assert_nothing_changed(conn, pilot, before, manifests=True)
+    statuses = sorted(load_manifest(p).status for p in Path(os.environ["CUTOVER_BACKUP_DIR"]).rglob("manifest.json"))
+    assert statuses == ["failed", "not-approved"]
 
 
 def test_cli_refuses_to_run_without_approval(cutover_env):

@@ -28,8 +28,8 @@ from tests.conftest import BASELINE, HEAD, operator_env, wait_for
 from tests.helpers import artifacts_with_key, data_fingerprint, databases_like, execute
 
 APPROVED = dict(approved_by="alice", checklist=Checklist.all_confirmed())
-CLONE_STEPS = ["writes-paused", "baseline-parity", "clone", "data-parity",
-               "clone-amcheck", "clone-migrate", "clone-schema-parity", "upgrade-sql", "window-check",
+CLONE_STEPS = ["baseline-parity", "upgrade-sql", "approval", "writes-paused", "clone", "data-parity",
+               "clone-amcheck", "clone-migrate", "clone-schema-parity", "window-check",
                "writes-still-paused", "swap", "start-backend", "validate", "original-dump", "original-verify",
                "original-restore-check"]
 
@@ -140,7 +140,7 @@ def test_a_revision_failing_on_the_clone_leaves_the_original_untouched(prefect_a
     assert state.is_failed()
     m = the_manifest()
     assert m.failure["step"] == "clone-migrate" and not m.production_touched
-    assert m.rollback.status == "not-needed"
+    assert m.rollback is None  # nothing to restore: no rollback run at all
     # The original: never renamed, never written.
     assert data_fingerprint(conn, pilot) == before and db.alembic_revision(conn, pilot) is None
     assert databases_like(conn, f"{pilot}_before_") == []

@@ -73,8 +73,8 @@ def test_happy_path_legacy_pilot_reaches_head_with_every_row(prefect_api, conn, 
     assert stat.S_IMODE(backup.parent.stat().st_mode) == 0o700
     assert manifest.row_counts == {t: n for t, (n, _) in before.items()}
     assert [s.name for s in manifest.steps] == [
-        "writes-paused", "baseline-parity", "row-counts", "backup-full", "backup-schema", "backup-verify",
-        "scratch-restore", "writes-sample", "data-parity", "scratch-amcheck", "scratch-migrate", "upgrade-sql",
+        "baseline-parity", "upgrade-sql", "approval", "writes-paused", "row-counts", "backup-full", "backup-schema",
+        "backup-verify", "scratch-restore", "writes-sample", "data-parity", "scratch-amcheck", "scratch-migrate",
         "window-check", "writes-still-paused", "blocking-sessions", "production-stamp", "production-upgrade", "production-current", "validate", "scratch-drop",
     ]
     assert all(s.status == "succeeded" for s in manifest.steps)

@@ -440,16 +440,18 @@ def test_fault_leaves_production_as_it_was(world, fault):
         assert data_fingerprint(world.conn, world.pilot) == world.before
         assert db.alembic_revision(world.conn, world.pilot) is None
         assert (backend_answers(world.api) or {}).get("revision", "down") is None
-        incident = incident_of(world)
         if fault.expect == "untouched":
             assert m.failure["step"] == fault.step and not m.production_touched
             assert "Production was not touched: nothing to roll back." in report
-            assert m.rollback.status == "not-needed" and "nothing to roll back" in incident
+            # Nothing to restore, so no rollback run and no incident: the cutover's own report says why.
+            assert m.rollback is None and rollback_runs_of(m.flow_run_id) == []
+            assert artifacts_with_key(f"{world.pilot.replace('_', '-')}-incident") == []
         else:
+            incident = incident_of(world)
             assert outcome.rollback_state.is_completed()
             assert m.production_touched and m.rollback.status == "restored"
             assert "restored from the backup" in incident and m.rollback.restored_from in incident
             assert databases_like(world.conn, f"{world.pilot}_restore_") == []
-    if m.backup is not None:
+    if m.backup is not None and m.rollback is not None:
         assert (Path(m.backup.path).parent / "incident.md").read_text() == incident_of(world)
     fault.proof(world, outcome)

@@ -178,13 +178,16 @@ def test_five_databases_two_workers_limit_two_per_host(conn, pilot_factory, half
     for name in rest:
         assert db.alembic_revision(conn, name) is None and data_fingerprint(conn, name) == halt_before[name]
 
-    # The status board: the targets the halted fleet never started are there, said by the fleet's run.
-    board = _post(api, "/artifacts/latest/filter", {"artifacts": {"key": {"any_": ["pg-cutover-status"]}}})
-    board_rows = {r["database"]: r for r in json.loads(board[0]["data"])}
+    # The status board: the targets the halted fleet never started were put there by the fleet's run;
+    # since then their dry runs said theirs, in the board's latest version.
+    versions = [json.loads(a["data"]) for a in _post(api, "/artifacts/filter", {
+        "artifacts": {"key": {"any_": ["pg-cutover-status"]}}, "sort": "CREATED_DESC"})]
+    board_rows = {r["database"]: r for r in versions[0]}
     for name in rest:
-        assert board_rows[name]["result"] == "not started: the fleet halted after canary failed", board_rows[name]
+        assert board_rows[name]["result"] == "dry run passed", board_rows[name]
         assert board_rows[name]["host"] == f"{conn.host}:{conn.port}"
-        assert board_rows[name]["last_run"] == halt_run["name"]
+        halted = [r for rows in versions for r in rows if r["database"] == name and r["last_run"] == halt_run["name"]]
+        assert halted and halted[0]["result"] == "not started: the fleet halted after canary failed", halted
 
     # The password travelled by reference only: in no parameter and no artifact the API holds.
     everything = json.dumps(_post(api, "/flow_runs/filter", {})) + json.dumps(_post(api, "/artifacts/filter", {}))

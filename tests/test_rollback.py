@@ -16,7 +16,7 @@ from pg_cutover.pg import db
 from pg_cutover.runbook.checklist import Checklist
 from pg_cutover.runbook.manifest import load_manifest
 from tests.conftest import HEAD
-from tests.helpers import artifacts_with_key, data_fingerprint, databases_like
+from tests.helpers import artifacts_of, artifacts_with_key, data_fingerprint, databases_like, rollback_runs_of
 
 APPROVED = dict(approved_by="alice", checklist=Checklist.all_confirmed())
 
@@ -45,6 +45,13 @@ def assert_rolled_back(conn, pilot, before, api, failed_step):
     assert "restored from the backup" in incident and m.rollback.failed_database in incident
     assert f"`{failed_step}`" in incident and m.backup.sha256 in incident
     assert (Path(m.backup.path).parent / "incident.md").read_text() == incident
+    # One rollback run answered the failure: named after the database and the cutover, its state says what it did.
+    runs = rollback_runs_of(m.flow_run_id)
+    assert len(runs) == 1 and runs[0].state.name == "Restored" and runs[0].name.startswith(f"rollback-{pilot}-of-")
+    # The cutover's own run links to it, and its outcome says production was restored.
+    key = pilot.replace("_", "-")
+    assert json.loads(artifacts_with_key(f"{key}-outcome")[0])[0]["rollback"] == "restored"  # the newest version
+    assert str(runs[0].id) in artifacts_of(m.flow_run_id)[f"{key}-rollback-run"]
     return m
 
 
@@ -72,6 +79,12 @@ def test_upgrade_failing_halfway_is_rolled_back(prefect_api, conn, pilot, cutove
     assert state.is_failed()
     m = assert_rolled_back(conn, pilot, before, managed_api, "production-upgrade")
     assert "injected failure halfway" in m.failure["error"]
+    # The incident carries the migration's own error (alembic's last lines), and no `|` cuts its error cell.
+    incident = artifacts_with_key(f"{pilot.replace('_', '-')}-incident")[0]
+    said = incident.split("## What the failing command said")[1]
+    assert "RaiseException" in said and "injected failure halfway through 0004_half" in said
+    error_row = next(line for line in incident.splitlines() if line.startswith("| error |"))
+    assert error_row.count(" | ") == 1 and "injected failure halfway" in error_row
     # What the failed upgrade committed is kept, aside, for forensics.
     failed = m.rollback.failed_database
     assert db.alembic_revision(conn, failed) == HEAD
@@ -102,11 +115,13 @@ def test_failure_before_production_restores_nothing(prefect_api, conn, pilot, cu
 
     assert state.is_failed()
     m = the_manifest()
-    assert not m.production_touched and m.rollback.status == "not-needed" and m.rollback.steps == []
+    # No rollback run at all: the cutover's own run says why it stopped.
+    assert not m.production_touched and m.rollback is None
+    assert rollback_runs_of(state.state_details.flow_run_id) == []
     assert data_fingerprint(conn, pilot) == before and db.alembic_revision(conn, pilot) is None
     assert databases_like(conn, f"{pilot}_failed_") == []
-    incident = artifacts_with_key(f"{pilot.replace('_', '-')}-incident")[0]
-    assert "aborted before production; nothing to roll back" in incident
+    report = artifacts_of(state.state_details.flow_run_id)[f"{pilot.replace('_', '-')}-cutover-report"]
+    assert "Production was not touched: nothing to roll back." in report and "scratch-migrate" in report
 
 
 def test_two_rollbacks_for_one_cutover_restore_once(prefect_api, conn, pilot, cutover_env, managed_api):
@@ -117,8 +132,9 @@ def test_two_rollbacks_for_one_cutover_restore_once(prefect_api, conn, pilot, cu
     before = data_fingerprint(conn, pilot)
     state = cutover(**APPROVED, rollback_on_failure=False, return_state=True)
     assert state.is_failed()
-    # The hook still ran an automatic rollback, which respected the switch and restored nothing.
+    # The hook still ran an automatic rollback, which respected the switch and restored nothing, in red.
     assert the_manifest().rollback.status == "not-started"
+    assert [r.state.name for r in rollback_runs_of(state.state_details.flow_run_id)] == ["ManualRollbackNeeded"]
     assert db.alembic_revision(conn, pilot) is None  # the stamp itself failed: nothing to see yet
     run_id = str(state.state_details.flow_run_id)
 

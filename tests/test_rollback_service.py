@@ -99,7 +99,8 @@ def test_rollback_starts_its_own_backend_not_the_cutovers(prefect_api, conn, pil
     steps = {s.name: s for s in m.rollback.steps}
     command = shlex.join(shlex.split(rollback_start))
     assert steps["start-backend"].detail["summary"] == (
-        f"service start: `{command}` (from CUTOVER_ROLLBACK_SERVICE_START, the rollback's own)")
+        f"service start: `{command}` (from CUTOVER_ROLLBACK_SERVICE_START, the rollback's own); "
+        "2 health paths answered")
     assert "CUTOVER_SERVICE_STOP, the cutover's, as CUTOVER_ROLLBACK_SERVICE_STOP is not set" in \
         steps["stop-backend"].detail["summary"]
     incident = (Path(m.backup.path).parent / "incident.md").read_text()

@@ -30,7 +30,9 @@ def test_production_is_touched_from_the_stamp_on():
 @pytest.mark.parametrize("dry_run, sampled, mirrored, linted", list(itertools.product([False, True], repeat=4)))
 def test_the_plan_follows_the_settings(dry_run, sampled, mirrored, linted):
     plan = steps.plan(at_target=False, dry_run=dry_run, sampled=sampled, mirrored=mirrored, linted=linted)
-    assert plan[:3] == ["writes-paused", "baseline-parity", "row-counts"] and plan[-1] == "scratch-drop"
+    before = ["baseline-parity"] + (["upgrade-sql"] if linted and not dry_run else []) + ["approval"]
+    # Everything the approver reads comes before the form, and the form before the pause.
+    assert plan[:len(before) + 2] == before + ["writes-paused", "row-counts"] and plan[-1] == "scratch-drop"
     assert ("writes-sample" in plan) == sampled and ("offsite-mirror" in plan) == mirrored
     # A dry run returns before the upgrade SQL is due: never planned there.
     assert ("upgrade-sql" in plan) == (linted and not dry_run)

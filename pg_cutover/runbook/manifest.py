@@ -183,6 +183,11 @@ def load_manifest(path: Path) -> Manifest:
     return Manifest.model_validate_json(Path(path).read_text())
 
 
+# Flow run id -> its manifest, for the runs of this process: the cutover's failure hook reads
+# whether production was touched from here, whatever the settings of the run were.
+RUN_MANIFESTS: dict[str, Path] = {}
+
+
 class RunRecorder:
     """Owns the manifest of one run and saves it after every change."""
 
@@ -253,6 +258,8 @@ class RunRecorder:
                 self.manifest.rollback.error = f"{name}: {record.error}"
             else:
                 self.manifest.failure = {"step": name, "error": record.error, "trace": redact(_trace(exc), self.secrets)}
+                if getattr(exc, "stderr", None):  # a command's own words (alembic's traceback) beat our summary
+                    self.manifest.failure["output"] = redact(_tail(exc.stderr), self.secrets)
             raise
         else:
             if record.status == "running":
@@ -286,6 +293,10 @@ class RunRecorder:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text or exc.__class__.__name__
+
+
+def _tail(text: str, lines: int = 25) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])[-4000:]
 
 
 def _trace(exc: BaseException) -> str:

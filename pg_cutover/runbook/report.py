@@ -18,6 +18,11 @@ def human_size(n: int) -> str:
     return f"{n} B"
 
 
+def cell(value: object) -> str:
+    """Free text inside a markdown table cell: a `|` or a line break in an error must not cut the row."""
+    return " ".join(str(value).replace("|", "\\|").split())
+
+
 def render_report(m: Manifest) -> str:
     lines = [
         f"# Cutover of `{m.database}`: {m.status}",
@@ -39,7 +44,7 @@ def render_report(m: Manifest) -> str:
         lines.append(f"| write-pause window | {window:.1f} s (writes stopped to the backend answering on the "
                      "upgraded database) |")
     if m.checklist:
-        lines.append(f"| checklist | {', '.join(f'{k}: {v}' for k, v in m.checklist.items())} |")
+        lines.append(f"| checklist | {cell(', '.join(f'{k}: {v}' for k, v in m.checklist.items()))} |")
     if m.clone:
         c = m.clone
         after = ("dropped at " + c.original_dropped_at if c.original_dropped_at else
@@ -87,10 +92,11 @@ def render_report(m: Manifest) -> str:
     for s in m.steps:
         total += s.seconds or 0.0
         note = s.error or s.detail.get("reason") or s.detail.get("summary") or ""
-        lines.append(f"| {s.name} | {s.status} | {s.seconds if s.seconds is not None else '-'} | {note} |")
+        lines.append(f"| {s.name} | {s.status} | {s.seconds if s.seconds is not None else '-'} | {cell(note)} |")
     lines.append(f"| **total** | | {total:.3f} | |")
     if m.failure:
         lines += ["", "## Failure", "", f"Step `{m.failure['step']}`: {m.failure['error']}"]
+        lines += _output(m.failure)
         lines.append("")
         lines.append(
             ("Production was touched: the rollback gives the original its name back (two renames; runbook "
@@ -122,7 +128,7 @@ def render_incident(m: Manifest) -> str:
         "| | |",
         "|---|---|",
         f"| failed step | `{failure.get('step', '-')}` |",
-        f"| error | {failure.get('error', '-')} |",
+        f"| error | {cell(failure.get('error', '-'))} |",
         f"| production touched | {'yes' if m.production_touched else 'no'} |",
         f"| revision before the cutover | `{m.revision_before or 'none (legacy)'}` |",
     ]
@@ -140,7 +146,7 @@ def render_incident(m: Manifest) -> str:
     lines += [
         f"| rollback | {outcome} |",
         f"| rollback flow run | `{r.flow_run_id or '-'}` ({r.strategy}) |",
-        f"| restored from | {r.restored_from or '-'} |",
+        f"| restored from | {cell(r.restored_from or '-')} |",
         f"| backup SHA-256 | `{r.restored_sha256 or '-'}` |",
         f"| failed database kept as | `{r.failed_database or '-'}` |",
         f"| revision now | `{r.revision_after or 'none (legacy)'}` |",
@@ -162,14 +168,25 @@ def render_incident(m: Manifest) -> str:
         lines += ["", "## Rollback steps", "", "| step | status | started (UTC) | seconds | note |", "|---|---|---|---:|---|"]
         # Both, when a step has both: a failed start-backend must still name the command that failed.
         lines += [f"| {s.name} | {s.status} | {s.started_at} | {s.seconds if s.seconds is not None else '-'} | "
-                  f"{'; '.join(x for x in (s.detail.get('summary'), s.error) if x)} |" for s in r.steps]
+                  f"{cell('; '.join(x for x in (s.detail.get('summary'), s.error) if x))} |" for s in r.steps]
     if r.health:
         lines += ["", "## Health after", "", "| url | status |", "|---|---|"]
-        lines += [f"| {h['url']} | {h['status']} |" for h in r.health]
+        lines += [f"| {cell(h['url'])} | {h['status']} |" for h in r.health]
     if r.attempts:
         lines += ["", "## Rollback runs that looked at this cutover", ""]
         lines += [f"- {a['at']}: flow run `{a.get('flow_run_id') or '-'}`: {a['outcome']}" for a in r.attempts]
+    lines += _output(failure)
     trace = failure.get("trace")
     if trace:
         lines += ["", "## Failure log tail", "", "```text", trace.rstrip(), "```"]
     return "\n".join(lines) + "\n"
+
+
+def _output(failure: dict) -> list[str]:
+    """The failing command's own last lines (alembic's traceback ends with the database's error)."""
+    output = failure.get("output")
+    if not output:
+        return []
+    fence = "````" if "```" in output else "```"
+    return ["", f"## What the failing command said (`{failure.get('step', '-')}`, last lines)", "", fence + "text",
+            output.rstrip(), fence]

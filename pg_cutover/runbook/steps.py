@@ -28,6 +28,7 @@ class RunStatus(StrEnum):
     NOOP = "noop"  # production already at the target
     DRY_RUN = "dry-run"
     DEFERRED = "deferred"  # not enough window left: production untouched
+    NOT_APPROVED = "not-approved"  # the checklist came back incomplete: nothing changed
     CRASHED = "crashed"  # set by its rollback: the process died mid-run
 
 
@@ -54,8 +55,11 @@ class Step:
 # set), "production" (not a dry run), "dry" (a dry run), "linted" (CUTOVER_LINT is not off).
 CUTOVER: tuple[Step, ...] = (
     Step("validate-unchanged", "5", when="at_target"),
-    Step("writes-paused", "1"),
+    # What the approver reads, published before the form, and off the write-pause window.
     Step("baseline-parity", "3 (proof before stamping)"),
+    Step("upgrade-sql", "4 (review)", when="linted production"),
+    Step("approval", "1"),
+    Step("writes-paused", "1"),
     Step("row-counts", "2", when="runbook"),  # the clone strategy counts in data-parity, after the clone
     Step("backup-full", "2.1", when="runbook"),
     Step("backup-schema", "2.2", when="runbook"),
@@ -71,7 +75,6 @@ CUTOVER: tuple[Step, ...] = (
     Step("clone-migrate", "3.2-3.3 (clone)", when="clone"),
     Step("clone-schema-parity", "3.3 (clone)", when="clone"),
     Step("offsite-mirror", "2 (off-site copy)", when="mirrored runbook"),
-    Step("upgrade-sql", "4 (review)", when="linted production"),
     Step("window-check", "1", when="production"),
     Step("writes-still-paused", "1", when="sampled production"),
     Step("blocking-sessions", "4", when="runbook production"),

@@ -7,6 +7,7 @@ the environment and redacted from anything that is kept as evidence.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -121,6 +122,16 @@ def exit_status(returncode: int) -> str:
     return f"failed with exit code {returncode}"
 
 
+# The line a Python traceback ends with (`sqlalchemy.exc.InternalError: (psycopg2.errors...) ...`): the
+# cause, which the statement echoed after it would otherwise push out of a five-line summary.
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Failure|Exit)\b(\s*\(.*?\))?: \S")
+
+
 def last_lines(text: str, n: int = 5) -> str:
+    """A failed command's words for a one-line message: from its last exception line when it printed a
+    Python traceback (alembic does), else its last `n` lines."""
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    return " | ".join(lines[-n:]) if lines else "(no output)"
+    if not lines:
+        return "(no output)"
+    start = next((i for i in range(len(lines) - 1, -1, -1) if _EXCEPTION_LINE.match(lines[i])), None)
+    return " | ".join(lines[start:start + n] if start is not None else lines[-n:])

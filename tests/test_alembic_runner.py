@@ -13,7 +13,7 @@ from pg_cutover.launcher.embedded import EXAMPLE_APP_DIR
 from pg_cutover.migrations.runner import AlembicRunner
 from pg_cutover.migrations.session import AlembicSession
 from pg_cutover.pg import db
-from pg_cutover.process import Runner
+from pg_cutover.process import Runner, last_lines
 from tests.conftest import BASELINE, HEAD
 from tests.helpers import data_fingerprint
 
@@ -204,3 +204,17 @@ def test_the_revision_graph_is_read_as_data_with_branches_merges_and_two_heads(c
     assert wrapped.driver_argv() is None
     from_text = wrapped.history("unused")
     assert from_text.parents == history.parents and sorted(from_text.heads) == sorted(history.heads)
+
+
+def test_a_failed_commands_summary_starts_at_its_exception_not_at_the_echoed_statement():
+    # alembic prints the traceback, then the statement: five last lines would be the statement's tail.
+    stderr = ("Traceback (most recent call last):\n    cursor.execute(statement, parameters)\n"
+              "sqlalchemy.exc.InternalError: (psycopg2.errors.ReadOnlySqlTransaction) cannot execute CREATE TABLE "
+              "in a read-only transaction\n\n[SQL: \nCREATE TABLE alembic_version (\n\tversion_num VARCHAR(32) NOT "
+              "NULL, \n\tCONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)\n)\n\n]\n"
+              "(Background on this error at: https://sqlalche.me/e/21/2j85)\n")
+    assert last_lines(stderr).startswith("sqlalchemy.exc.InternalError: (psycopg2.errors.ReadOnlySqlTransaction) "
+                                         "cannot execute CREATE TABLE in a read-only transaction | [SQL:")
+    # Without a traceback: the last lines, as before.
+    assert last_lines("pg_dump: error: connection lost\npg_dump: detail: server closed") == \
+        "pg_dump: error: connection lost | pg_dump: detail: server closed"

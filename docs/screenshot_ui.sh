@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Reproduce docs/prefect-ui-artifacts.png and docs/prefect-ui-report.png:
+# Reproduce docs/prefect-ui-artifacts.png, prefect-ui-report.png, prefect-ui-plan.png,
+# prefect-ui-rollback.png and prefect-ui-incident.png:
 #   1. start a throwaway Prefect server (own PREFECT_HOME, free port on loopback),
 #   2. build the legacy pilot database `ui_demo_pilot` and run one `cutover run` against it,
-#   3. screenshot the run's checklist and report artifacts with headless Chromium,
-#   4. stop the server, drop the database and remove the temp directories.
+#      then `ui_demo_failing`, which refuses writes, so its stamp fails and it is rolled back,
+#   3. screenshot the artifacts (checklist, plan, report, incident) and the rollback run with
+#      headless Chromium,
+#   4. stop the server, drop the databases and remove the temp directories.
 #
 # Needs: the project venv (.venv), a PostgreSQL reachable as POSTGRES_HOST/POSTGRES_USER
 # (default 127.0.0.1 / postgres, trust auth) with pg_dump/psql on PATH, and chromium
@@ -15,6 +18,7 @@ OUT_DIR=$(cd "${1:-$REPO/docs}" && pwd)
 VENV=${VENV:-$REPO/.venv}
 CHROMIUM=${CHROMIUM:-chromium}
 DB=ui_demo_pilot
+FAILING=ui_demo_failing
 export POSTGRES_HOST=${POSTGRES_HOST:-127.0.0.1}
 export POSTGRES_USER=${POSTGRES_USER:-postgres}
 
@@ -31,7 +35,13 @@ cleanup() {
         wait "$SERVER_PID" 2>/dev/null || true
     fi
     if [[ -n $DB_CREATED ]]; then
-        psql -h "$POSTGRES_HOST" -U "$POSTGRES_USER" -d postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" || true
+        for name in $DB $FAILING; do
+            psql -h "$POSTGRES_HOST" -U "$POSTGRES_USER" -d postgres -qc "DROP DATABASE IF EXISTS $name WITH (FORCE)" || true
+            psql -h "$POSTGRES_HOST" -U "$POSTGRES_USER" -d postgres -Atc \
+                "SELECT datname FROM pg_database WHERE datname LIKE '${name}_failed_%'" | while read -r aside; do
+                psql -h "$POSTGRES_HOST" -U "$POSTGRES_USER" -d postgres -qc "DROP DATABASE IF EXISTS $aside WITH (FORCE)" || true
+            done
+        done
     fi
     rm -rf "$WORK"
     exit "$rc"
@@ -67,9 +77,19 @@ mkdir -p "$WORK/backups"
     >"$WORK/summary.json" 2>"$WORK/run.log") || { cat "$WORK/run.log" "$WORK/summary.json" >&2; exit 1; }
 cat "$WORK/summary.json"
 
+echo "==> cutover run that fails on production and is rolled back"
+(cd "$REPO/examples/beer_backend_api" && "$VENV/bin/python" -m beer_app.seed --db "$FAILING" --reviews 2000 --drop-existing)
+psql -h "$POSTGRES_HOST" -U "$POSTGRES_USER" -d postgres -qc "ALTER DATABASE $FAILING SET default_transaction_read_only = on"
+(cd "$REPO" && PREFECT_API_URL=$BASE/api POSTGRES_DB=$FAILING BASELINE_REV=0001_baseline \
+    CUTOVER_ALEMBIC_DIR="$REPO/examples/beer_backend_api" CUTOVER_BACKUP_DIR="$WORK/backups" \
+    CUTOVER_HEALTH_URL=none \
+    "$VENV/bin/cutover" run --approved-by "Olga Operator (OPS-43)" --ticket OPS-43 --confirm-checklist \
+    >"$WORK/failing.json" 2>"$WORK/failing.log") && { echo "the failing run succeeded" >&2; exit 1; }
+tail -2 "$WORK/failing.log"
+
 # The flow run id is in the manifest; the artifact ids come from the API
 # (keys are slugged: ui_demo_pilot -> ui-demo-pilot-checklist).
-read -r FLOW_RUN CHECKLIST REPORT < <("$VENV/bin/python" - "$WORK/summary.json" "$BASE/api" <<'EOF'
+read -r FLOW_RUN CHECKLIST REPORT PLAN ROLLBACK INCIDENT < <("$VENV/bin/python" - "$WORK/summary.json" "$BASE/api" "$FAILING" <<'EOF'
 import json, sys
 import httpx
 
@@ -82,13 +102,20 @@ if state != "COMPLETED":
     sys.exit(f"flow run {flow_run} is {state}, not COMPLETED")
 db = summary["database"].replace("_", "-")
 ids = []
-for name in ("checklist", "cutover-report"):
+for name in ("checklist", "cutover-report", "plan"):
     found = httpx.post(f"{api}/artifacts/filter", json={
         "artifacts": {"key": {"any_": [f"{db}-{name}"]}, "flow_run_id": {"any_": [flow_run]}}}).json()
     if not found:
         sys.exit(f"no artifact {db}-{name} for flow run {flow_run}")
     ids.append(found[0]["id"])
-print(flow_run, *ids)
+rollbacks = httpx.post(f"{api}/flow_runs/filter", json={"flows": {"name": {"any_": ["rollback"]}}}).json()
+if len(rollbacks) != 1:
+    sys.exit(f"expected one rollback run, found {len(rollbacks)}")
+incident = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {
+    "key": {"any_": [sys.argv[3].replace("_", "-") + "-incident"]}, "flow_run_id": {"any_": [rollbacks[0]["id"]]}}}).json()
+if not incident:
+    sys.exit("no incident artifact for the rollback run")
+print(flow_run, *ids, rollbacks[0]["id"], incident[0]["id"])
 EOF
 )
 echo "==> flow run $FLOW_RUN: $BASE/runs/flow-run/$FLOW_RUN?tab=Artifacts"
@@ -107,4 +134,7 @@ shot() {  # shot FILE WIDTH,HEIGHT URL
 echo "==> Screenshots"
 shot "$OUT_DIR/prefect-ui-artifacts.png" 1600,800 "$BASE/artifacts/artifact/$CHECKLIST"
 shot "$OUT_DIR/prefect-ui-report.png" 1600,2100 "$BASE/artifacts/artifact/$REPORT"
+shot "$OUT_DIR/prefect-ui-plan.png" 1600,900 "$BASE/artifacts/artifact/$PLAN"
+shot "$OUT_DIR/prefect-ui-rollback.png" 1600,1000 "$BASE/runs/flow-run/$ROLLBACK"
+shot "$OUT_DIR/prefect-ui-incident.png" 1600,1800 "$BASE/artifacts/artifact/$INCIDENT"
 # 4. cleanup() stops the server and drops the database.

@@ -21,6 +21,7 @@ from pg_cutover.pg import db, dbprops
 from pg_cutover.rollback import late_writes
 from pg_cutover.runbook.manifest import CloneRecord
 from pg_cutover.runbook.plan import derived_name
+from pg_cutover.storage.links import LinkPolicy
 from pg_cutover.tasks.backup import verify_backup
 from pg_cutover.tasks.cleanup import drop_scratch
 from pg_cutover.tasks.clone import clone_schema_parity, create_clone, dump_original, restore_check, swap_in
@@ -190,8 +191,7 @@ class CloneCutover(Cutover):
                 _drop_quietly(self.kit, self.pg, check)
         if self.store is not None and clone.dump_verified:
             with rec.step("original-offsite") as step, _warning_on_failure(step, "the off-site copy failed"):
-                offsite = mirror(self.store, plan, rec.manifest.backup, self.settings.s3_link_seconds,
-                                 self.settings.s3_console_url)
+                offsite = mirror(self.store, plan, rec.manifest.backup, LinkPolicy.from_settings(self.settings))
                 clone.offsite_verified = True
                 rec.update(offsite=offsite)
                 rec.sinks.append(lambda name, text: self.store.put_text(offsite.prefix + name, text))

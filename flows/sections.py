@@ -33,6 +33,7 @@ from pg_cutover.runbook.manifest import RUN_MANIFESTS, Manifest, RunRecorder
 from pg_cutover.runbook.plan import Plan, derived_name
 from pg_cutover.runbook.report import write_pause_seconds
 from pg_cutover.settings import Settings
+from pg_cutover.storage.links import LinkPolicy
 from pg_cutover.storage.s3 import S3Store
 from pg_cutover.tasks.backup import full_backup, schema_snapshot, verify_backup
 from pg_cutover.tasks.checklist import (
@@ -236,7 +237,7 @@ class Cutover:
             # is the slower of the two. Should the run fail first, it is finished anyway: the rollback
             # may need it.
             self.inflight.start("offsite-mirror", mirror.submit(
-                self.store, plan, rec.manifest.backup, self.settings.s3_link_seconds, self.settings.s3_console_url),
+                self.store, plan, rec.manifest.backup, LinkPolicy.from_settings(self.settings)),
                 lambda mirroring, failed: _await_mirror(rec, self.store, mirroring, required=False))
 
     def dry_run_on_scratch(self) -> None:

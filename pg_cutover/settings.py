@@ -13,13 +13,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pg_cutover.errors import ConfigError
 from pg_cutover.values import (
     IDENTIFIER_FORM,
     CommandLine,
+    CredentialsBlockName,
     DumpCompression,
     EndpointUrl,
     HealthUrl,
@@ -71,8 +72,14 @@ class Settings(BaseSettings):
     s3_keep: int = Field(10, ge=0)
     s3_max_attempts: int = Field(5, ge=1, le=20)
     s3_part_size_mb: int = Field(16, ge=5, le=5120)
+    # Link artifacts name the object (s3:// URI or console URL) unless presigned (bearer) links are asked for;
+    # those are refused for an object not encrypted on the client unless explicitly allowed (pg_cutover.storage.links).
+    s3_links: Literal["uri", "presigned"] = "uri"
+    s3_presign_plaintext: bool = False
     s3_link_seconds: int = Field(3600, ge=60, le=7 * 24 * 3600)
     s3_console_url: str | None = None
+    # A Prefect AwsCredentials/MinIOCredentials block, read by the task layer (pg_cutover.tasks.s3_credentials).
+    s3_credentials_block: CredentialsBlockName = None
     require_offsite: bool = True
 
     # The maintenance window (runbook 1): how long an operator has to answer the checklist
@@ -112,6 +119,9 @@ class Settings(BaseSettings):
     dump_timeout: float = Field(3600, gt=0)
     alembic_timeout: float = Field(1800, gt=0)
     health_timeout: float = Field(30, gt=0)
+
+    # Secrets this run obtained after loading (a credentials block's key): redacted like the others.
+    _loaded_secrets: tuple[str, ...] = PrivateAttr(default=())
 
     @field_validator("postgres_host", "postgres_user")
     @classmethod
@@ -165,6 +175,18 @@ class Settings(BaseSettings):
         return value
 
 
+    @model_validator(mode="after")
+    def _links(self) -> "Settings":
+        # A combination of settings is one sentence naming them (load_settings passes it on as is).
+        if self.s3_links == "presigned" and self.s3_console_url:
+            raise ValueError("CUTOVER_S3_CONSOLE_URL is set and CUTOVER_S3_LINKS=presigned: expected one kind of link, "
+                             "so unset CUTOVER_S3_CONSOLE_URL or set CUTOVER_S3_LINKS=uri")
+        if self.s3_links == "presigned" and not self.client_encrypts and not self.s3_presign_plaintext:
+            raise ValueError("CUTOVER_S3_LINKS=presigned would post bearer links to plaintext dumps (nothing is "
+                             "encrypted on the client): expected CUTOVER_S3_LINKS=uri, or also "
+                             "CUTOVER_S3_PRESIGN_PLAINTEXT=true to allow them")
+        return self
+
     @field_validator("health_paths")
     @classmethod
     def _paths(cls, value: str) -> str:
@@ -192,10 +214,19 @@ class Settings(BaseSettings):
         return self.postgres_password.get_secret_value() if self.postgres_password else None
 
     @property
+    def client_encrypts(self) -> bool:
+        """Whether dumps are encrypted on this machine before they leave: not yet (issue 22, item 1)."""
+        return False
+
+    @property
     def secrets(self) -> tuple[str, ...]:
         # boto3 reads the S3 secret from the environment itself; it is listed only to be redacted.
         return tuple(s for s in (self.password, os.environ.get("AWS_SECRET_ACCESS_KEY"),
-                                 os.environ.get("AWS_SESSION_TOKEN")) if s)
+                                 os.environ.get("AWS_SESSION_TOKEN"), *self._loaded_secrets) if s)
+
+    def keep_secret(self, *values: str | None) -> None:
+        """Redact these too, everywhere this run's `secrets` are read from now on (a block's secret key)."""
+        self._loaded_secrets += tuple(v for v in values if v and v not in self._loaded_secrets)
 
     def service_argv(self, which: str) -> list[str] | None:
         """The cutover's command for status/stop/start: CUTOVER_SERVICE_<WHICH>, else from CUTOVER_SERVICE."""
@@ -236,11 +267,13 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**{fields.get(key.upper(), key): value for key, value in overrides.items()})
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = str(err["loc"][0]) if err.get("loc") else "?"
+        message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        if not err.get("loc"):  # a combination of settings: its sentence names them
+            raise ConfigError(f"{message}.") from None
+        loc = str(err["loc"][0])
         name = env_name(loc) if loc in Settings.model_fields else loc.upper()  # else it is the alias
         if err.get("type") == "missing":
             raise ConfigError(f"{name} is not set; expected {_expected(name)}.") from None
-        message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
         shown = "" if "PASSWORD" in name else f" ({_short(err.get('input'))})"
         raise ConfigError(f"{name} is invalid{shown}: {message}.") from None
 

@@ -23,6 +23,9 @@ COMPRESSION_RE = re.compile(r"\d|(gzip|lz4|zstd)(:\d+)?")
 
 IDENTIFIER_FORM = "a plain identifier: ASCII letters, digits and underscores, not starting with a digit, at most 63 characters"
 DURATION_FORM = "a PostgreSQL duration such as 10s, 500ms or 30min (0 disables it)"
+BLOCK_NAME_RE = re.compile(r"^(?:(aws-credentials|minio-credentials)/)?([a-z0-9][a-z0-9-]*)\Z")  # Prefect's block names
+BLOCK_NAME_FORM = ("the name of a Prefect AwsCredentials or MinIOCredentials block (lowercase letters, digits and "
+                   "dashes), optionally as aws-credentials/<name> or minio-credentials/<name>")
 COMPRESSION_FORM = "a gzip level 0-9, or gzip, lz4 or zstd with an optional :level (lz4 and zstd need pg_dump 16+)"
 
 
@@ -64,6 +67,12 @@ def http_url(value: str, example: str) -> str:
     return value.rstrip("/")
 
 
+def _block_name(value: str | None) -> str | None:
+    if value is not None and not BLOCK_NAME_RE.match(value.strip()):
+        raise ValueError(f"expected {BLOCK_NAME_FORM}")
+    return None if value is None else value.strip()
+
+
 def _command(value: str | None) -> str | None:
     if value is None:
         return None
@@ -91,3 +100,5 @@ HealthUrl = Annotated[str, AfterValidator(
     lambda v: "" if v.strip().lower() in ("", "none") else http_url(v, "http://localhost:8000, or 'none'"))]
 EndpointUrl = Annotated[str | None, BeforeValidator(_empty_is_none),
                         AfterValidator(lambda v: None if v is None else http_url(v, "http://localhost:9000"))]
+# A Prefect credentials block's name, or unset ("" too) for boto3's default chain.
+CredentialsBlockName = Annotated[str | None, BeforeValidator(_empty_is_none), AfterValidator(_block_name)]

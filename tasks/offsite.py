@@ -10,6 +10,7 @@ from pg_cutover.backup.retention import apply_prune, plan_prune
 from pg_cutover.runbook.manifest import BackupRecord, OffsiteRecord
 from pg_cutover.runbook.plan import Plan
 from pg_cutover.runbook.report import human_size
+from pg_cutover.storage.links import LinkPolicy, object_link
 from pg_cutover.storage.s3 import S3Store
 from pg_cutover.tasks import progress  # noqa: F401 (its steps' byte counts reach the log and the progress artifact)
 from pg_cutover.tasks.evidence import artifact_key, publish_link, publish_table
@@ -18,8 +19,10 @@ from pg_cutover.tasks.evidence import artifact_key, publish_link, publish_table
 # No Prefect timeout: it runs in a worker thread, where Prefect cannot interrupt it; botocore's
 # connect/read timeouts and bounded retries are what end a stuck upload.
 @task(name="offsite-mirror", cache_policy=NO_CACHE)
-def mirror(store: S3Store, plan: Plan, backup: BackupRecord, link_seconds: int, console_url: str | None) -> OffsiteRecord:
-    """Runs beside the scratch restore; botocore retries throttling and connection errors itself."""
+def mirror(store: S3Store, plan: Plan, backup: BackupRecord, links: LinkPolicy) -> OffsiteRecord:
+    """Runs beside the scratch restore; botocore retries throttling and connection errors itself.
+
+    Each object's link artifact names it (no bearer link) unless `links` asks for presigned ones."""
     record = mirror_backup(store, plan.database, plan.timestamp, backup)
     publish_table(
         plan.database,
@@ -31,11 +34,10 @@ def mirror(store: S3Store, plan: Plan, backup: BackupRecord, link_seconds: int, 
     )
     for obj in record.objects:
         name = obj.key.rsplit("/", 1)[-1]
+        link = object_link(store, obj, links)
         publish_link(
             key=artifact_key(plan.database, "offsite-" + ("dump" if name.endswith(".dump") else "schema")),
-            link=store.link(obj.key, link_seconds, console_url),
-            link_text=f"s3://{record.bucket}/{obj.key}",
-            description=("Console link" if console_url else f"Presigned download link, valid {link_seconds // 60} min"),
+            link=link.url, link_text=link.text, description=link.description,
         )
     get_run_logger().info("Off-site copy verified in %s: %s", store.where, ", ".join(o.key for o in record.objects))
     return record

@@ -26,8 +26,9 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from pg_cutover.digest import FileDigests, file_digests, sha256_file
-from pg_cutover.errors import CutoverError
+from pg_cutover.errors import ConfigError, CutoverError
 from pg_cutover.runbook.manifest import Manifest, StoredObject
+from pg_cutover.storage.credentials import S3Credentials
 from pg_cutover.throughput import Count, Ticker
 
 MiB = 1024 * 1024
@@ -56,17 +57,26 @@ class S3Store:
     max_attempts: int = 5
     part_size: int = 16 * MiB
     concurrency: int = 4
+    # None: boto3's default chain (environment, profile, instance role).
+    credentials: S3Credentials | None = field(default=None, repr=False)
     _client: Any = field(default=None, repr=False)
 
     @classmethod
-    def from_settings(cls, settings) -> "S3Store | None":
+    def from_settings(cls, settings, credentials: S3Credentials | None = None) -> "S3Store | None":
+        """`credentials`: what the task layer read from CUTOVER_S3_CREDENTIALS_BLOCK (pg_cutover.tasks.s3_credentials)."""
         if not settings.s3_bucket:
             return None
+        if settings.s3_credentials_block and credentials is None:
+            # Never fall back to the default chain: it may hold other credentials than the ones asked for.
+            raise ConfigError(f"CUTOVER_S3_CREDENTIALS_BLOCK={settings.s3_credentials_block!r} is set, but this command "
+                              "does not read Prefect blocks; run it as a Prefect flow, or unset the setting to use "
+                              "boto3's default credentials.")
         return cls(
             bucket=settings.s3_bucket,
             prefix=settings.s3_prefix,
-            endpoint_url=settings.s3_endpoint_url,
-            region=settings.s3_region,
+            endpoint_url=settings.s3_endpoint_url or (credentials.endpoint_url if credentials else None),
+            region=settings.s3_region or (credentials.region if credentials else None),
+            credentials=credentials,
             sse=settings.s3_sse,
             kms_key_id=settings.s3_kms_key_id,
             checksum=settings.s3_checksum,
@@ -92,7 +102,7 @@ class S3Store:
                 read_timeout=60,
                 s3={"addressing_style": "path"} if self.endpoint_url else None,
             )
-            session = boto3.session.Session()
+            session = self.credentials.session() if self.credentials else boto3.session.Session()
             self._client = session.client(
                 "s3",
                 endpoint_url=self.endpoint_url,
@@ -118,7 +128,9 @@ class S3Store:
         if isinstance(exc, StorageError):
             return exc
         if isinstance(exc, botocore.exceptions.NoCredentialsError):
-            return StorageError(f"{doing}: no S3 credentials were found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance role.")
+            if self.credentials:
+                return StorageError(f"{doing}: {self.credentials.source} holds no usable S3 credentials; expected an access key id and secret, or a profile.")
+            return StorageError(f"{doing}: no S3 credentials were found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an instance role, or CUTOVER_S3_CREDENTIALS_BLOCK.")
         if isinstance(exc, (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError,
                             botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectionClosedError)):
             return StorageError(f"{doing}: CUTOVER_S3_ENDPOINT_URL={self.endpoint_url or 'AWS default'} does not answer ({type(exc).__name__}).")
@@ -128,7 +140,8 @@ class S3Store:
             if code in ("NoSuchBucket",) or (code in ("404", "NotFound") and "bucket" in doing):
                 return StorageError(f"{doing}: CUTOVER_S3_BUCKET={self.bucket!r} does not exist at {self.endpoint_url or 'AWS'}.")
             if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "ExpiredToken") or status == 403:
-                return StorageError(f"{doing}: the S3 credentials were refused for bucket {self.bucket!r} ({code or status}); check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the profile.")
+                which = self.credentials.source if self.credentials else "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the profile"
+                return StorageError(f"{doing}: the S3 credentials were refused for bucket {self.bucket!r} ({code or status}); check {which}.")
             return StorageError(f"{doing}: S3 answered {code or status}: {exc.response.get('Error', {}).get('Message', '')}".rstrip(": "))
         if isinstance(exc, botocore.exceptions.BotoCoreError):
             return StorageError(f"{doing}: {type(exc).__name__}: {exc}")
@@ -282,10 +295,10 @@ class S3Store:
             raise self.explain(exc, f"deleting {prefix}") from None
         return deleted
 
-    def link(self, key: str, seconds: int, console_url: str | None = None) -> str:
-        if console_url:
-            return console_url.format(bucket=self.bucket, key=key)
-        return self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=seconds)
+    def presign(self, key: str, seconds: int) -> str:
+        """A bearer download link: only through pg_cutover.storage.links, which decides whether one may be made."""
+        return self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key},
+                                                  ExpiresIn=seconds)
 
 
 class _Sent:

@@ -32,7 +32,6 @@ from pg_cutover.rollback.restore import run_lock_name
 from pg_cutover.runbook.checklist import Checklist
 from pg_cutover.runbook.inventory import Target
 from pg_cutover.runbook.plan import Plan, derived_name
-from pg_cutover.storage.s3 import S3Store
 from pg_cutover.tasks.checklist import record_window
 from pg_cutover.tasks.events import emit
 from pg_cutover.tasks.evidence import evidence_drained
@@ -112,8 +111,7 @@ def _runbook(said: "_Said", inflight: InFlight, baseline_rev, target_rev, dry_ru
     # Production's alembic interpreter starts now and serves every alembic command on production:
     # the revision graph at preflight, the upgrade's offline SQL, then stamp and upgrade.
     with AlembicSession(kit.alembic, settings.postgres_db) as prod_alembic:
-        plan, pg, store = preflight(kit, baseline_rev, target_rev, S3Store.from_settings(settings), prod_alembic,
-                                    strategy or settings.strategy)
+        plan, pg, store = preflight(kit, baseline_rev, target_rev, prod_alembic, strategy or settings.strategy)
         with _cutover_lock(kit, plan):
             clone = plan.strategy == "clone"
             with (CloneCutover if clone else Cutover)(

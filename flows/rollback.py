@@ -54,6 +54,7 @@ from pg_cutover.tasks.rollback import (
     swap_back,
     verify_restored,
 )
+from pg_cutover.tasks.s3_credentials import offsite_store
 from pg_cutover.tasks.status_board import publish_manifest_status
 from pg_cutover.tasks.targets import flow_run_environment, flow_run_target, target_settings
 from pg_cutover.toolkit import Toolkit
@@ -197,8 +198,9 @@ def _roll_back(run: _Steps, manifest: str, strategy: str, automatic: bool, targe
     """Section 6, decided from the manifest; see `rollback`."""
     log, me = run.log, run.me
     settings = target_settings(target, environment)
+    # First: a credentials block's secret joins settings.secrets before anything copies that list.
+    store = offsite_store(settings)  # with CUTOVER_S3_CREDENTIALS_BLOCK's credentials when set
     kit = Toolkit.from_settings(settings)
-    store = S3Store.from_settings(settings)
 
     source = locate_manifest(manifest, backup_dir=settings.backup_dir, database=settings.postgres_db, store=store)
     if source is None:

@@ -9,24 +9,31 @@ from prefect.cache_policies import NO_CACHE
 
 from pg_cutover.checks.writes import first_reading
 from pg_cutover.clone.preconditions import read_facts
-from pg_cutover.errors import PreflightError
+from pg_cutover.errors import ConfigError, PreflightError
 from pg_cutover.migrations.session import AlembicSession
 from pg_cutover.pg.tools import PgClient
 from pg_cutover.runbook.plan import Plan, make_plan
 from pg_cutover.storage.s3 import S3Store, StorageError
 from pg_cutover.tasks.evidence import retry_on_connection_error
+from pg_cutover.tasks.s3_credentials import offsite_store
 from pg_cutover.toolkit import Toolkit
 
 
 @task(name="preflight", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3,
       retry_condition_fn=retry_on_connection_error, timeout_seconds=600)
 def preflight(kit: Toolkit, baseline_rev: str | None, target_rev: str | None,
-              store: S3Store | None = None, alembic: AlembicSession | None = None,
+              alembic: AlembicSession | None = None,
               strategy: str = "runbook") -> tuple[Plan, PgClient, S3Store | None]:
     """Returns the store to mirror to: None when mirroring is off, or optional and unreachable.
 
     `alembic`: production's warm interpreter, which reads the revision graph."""
     settings = kit.settings
+    try:
+        # First, before the plan makes a run directory: the credentials block named by the settings
+        # (a missing or wrong one stops the run whatever CUTOVER_REQUIRE_OFFSITE says: it is a bad setting).
+        store = offsite_store(settings)
+    except ConfigError as exc:
+        raise PreflightError(f"{exc} Nothing was changed.") from None
     # The writes-paused sample starts here, so its wait overlaps preflight (see pg_cutover.checks.writes);
     # when the run stops the backend itself, only writes after that stop count.
     reading = first_reading(kit.conn, settings.postgres_db) if settings.write_freeze == "check" else None

@@ -134,6 +134,35 @@ def _finalize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drill(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pg_cutover.launcher.prefect_internals import temporary_server
+    from pg_cutover.settings import load_settings
+
+    settings = load_settings()  # a bad setting, or no bucket, is reported before Prefect starts
+    if not settings.s3_bucket:
+        raise ConfigError("CUTOVER_S3_BUCKET is not set; expected the bucket whose off-site backups to drill.")
+    inventory = None
+    if args.inventory:
+        from pg_cutover.runbook.inventory import load_inventory
+
+        load_inventory(args.inventory)
+        inventory = str(Path(args.inventory).resolve())
+    with temporary_server() as server:
+        from pg_cutover.flows.drill import restore_drill
+
+        if server is not None:
+            server.wait_until_healthy()
+        state = restore_drill(inventory=inventory, return_state=True)
+    summary = state.result(raise_on_failure=False)
+    if isinstance(summary, dict):
+        for row in summary.get("results", []):
+            print(f"{row['database']:<32} {row['result']}")
+    print(f"restore-drill: {state.name}: {state.message or ''}", file=sys.stderr)
+    return 0 if state.is_completed() else 1
+
+
 def _prune(args: argparse.Namespace) -> int:
     from pg_cutover.backup.retention import apply_prune, plan_prune
     from pg_cutover.errors import ConfigError
@@ -226,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     fin = sub.add_parser("finalize", help="drop the clone strategy's kept originals whose dumps are proven and "
                                           "whose CUTOVER_KEEP_ORIGINAL_HOURS have passed")
     fin.add_argument("--dry-run", action="store_true", help="say what would be dropped; drop nothing")
+    dr = sub.add_parser("drill", help="restore every database's newest successful cutover backup from S3 into a "
+                                      "throwaway database, check it and drop it; exits 1 when any drill failed")
+    dr.add_argument("--inventory", help="drill only the databases of this inventory file (TOML); default: every "
+                                        "database with backups under CUTOVER_S3_PREFIX")
     fl = sub.add_parser("fleet", help="cut over every database of an inventory through the fleet-target deployment")
     fl.add_argument("--inventory", required=True, help="inventory file (TOML): [fleet], [defaults], [[target]]")
     fl.add_argument("--approved-by", help="who approved the maintenance window for the whole fleet")
@@ -247,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             return _finalize(args)
         if args.command == "fleet":
             return _fleet(args)
+        if args.command == "drill":
+            return _drill(args)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # the flow already logged any traceback; keep the last word short

@@ -88,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         run("automation", "create", "--from-file", str(ROOT / "deployments" / "zombie-detection.yaml"))
     if args.notify:
         create_notifications(args.notify)
-    print(f"Work pool {POOL!r}, deployments cutover/cutover, cutover/fleet-target, fleet/fleet, finalize/finalize and "
-          "rollback/rollback, zombie detection" + (f", notifications through {args.notify}" if args.notify else "")
-          + ": ready.")
+    print(f"Work pool {POOL!r}, deployments cutover/cutover, cutover/fleet-target, fleet/fleet, finalize/finalize, "
+          "restore-drill/restore-drill and rollback/rollback, zombie detection"
+          + (f", notifications through {args.notify}" if args.notify else "") + ": ready.")
     print(f"Start a worker: prefect worker start --pool {POOL}")
     return 0
 

@@ -17,9 +17,9 @@ from pg_cutover.errors import ConfigError
 from pg_cutover.pg import db
 from pg_cutover.runbook.inventory import load_inventory
 from pg_cutover.settings import load_settings
-from pg_cutover.storage.s3 import S3Store
 from pg_cutover.tasks.drill import drill_one, publish_drill_table
 from pg_cutover.tasks.evidence import evidence_drained
+from pg_cutover.tasks.s3_credentials import offsite_store
 from pg_cutover.toolkit import Toolkit
 
 
@@ -40,7 +40,7 @@ def restore_drill(inventory: str | None = None) -> State:
     log = get_run_logger()
     with evidence_drained(log):
         settings = load_settings()
-        store = S3Store.from_settings(settings)
+        store = offsite_store(settings)  # with CUTOVER_S3_CREDENTIALS_BLOCK's credentials when set
         if store is None:
             raise ConfigError("CUTOVER_S3_BUCKET is not set; expected the bucket whose off-site backups to drill.")
         if inventory:
@@ -52,7 +52,8 @@ def restore_drill(inventory: str | None = None) -> State:
         log.info("Restore drill of %d database(s) from %s/%s: %s", len(databases), store.where, store.prefix,
                  ", ".join(databases) or "none")
         work_root = settings.backup_dir / "drills"  # each download in a directory of its own, removed after its drill
-        results = [drill_one(store, pg, kit.conn, database, work_root) for database in databases]
+        results = [drill_one(store, pg, kit.conn, database, work_root, tuple(settings.secrets))
+                   for database in databases]
         line = drill.summary_line(results)
         publish_drill_table(results, f"Restore drill from {store.where}/{store.prefix}: {line}")
     summary: dict[str, Any] = {"results": [r.row() for r in results], "summary": line,

@@ -33,7 +33,8 @@ from tests.conftest import BASELINE, wait_for
 from tests.helpers import data_fingerprint
 from tests.test_operations import FORM, Api
 
-DEPLOYMENTS = {"cutover/cutover", "cutover/fleet-target", "fleet/fleet", "finalize/finalize", "rollback/rollback"}
+DEPLOYMENTS = {"cutover/cutover", "cutover/fleet-target", "fleet/fleet", "finalize/finalize", "rollback/rollback",
+               "restore-drill/restore-drill"}
 # The python image's PATH, under which its Python lives in /usr/local/bin.
 IMAGE_PATH = "/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
 VARIABLE = re.compile(r"\$\{(\w+)(?::-(.*)|:\?(.+))?\}")

@@ -7,16 +7,21 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import boto3
 from prefect.utilities.callables import parameter_schema
 
+from pg_cutover.backup import drill
 from pg_cutover.flows.cutover import cutover
 from pg_cutover.flows.drill import restore_drill
 from pg_cutover.pg import db
 from pg_cutover.runbook.checklist import Checklist
-from pg_cutover.runbook.manifest import load_manifest
+from pg_cutover.runbook.manifest import MANIFEST_NAME, load_manifest
+from pg_cutover.settings import load_settings
+from pg_cutover.storage.s3 import S3Store
+from pg_cutover.toolkit import Toolkit
 from tests.conftest import HEAD
 from tests.helpers import artifacts_of, data_fingerprint, databases_like
 
@@ -48,6 +53,21 @@ def _drill_rows(state) -> dict[str, dict]:
     return {row["database"]: row for row in table}
 
 
+def _drill_events(flow_run_id, expected: int, wait_seconds: float = 30.0) -> set[tuple[str, str, str]]:
+    """(event, database, outcome) of the pg-cutover.drill.* events the API holds for a flow run; waits for `expected`."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    query = {"filter": {"event": {"name": ["pg-cutover.drill.passed", "pg-cutover.drill.failed"]},
+                        "related": {"id": [f"prefect.flow-run.{flow_run_id}"]}}, "limit": 50}
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        found = httpx.post(PREFECT_API_URL.value() + "/events/filter", json=query, timeout=10).json()["events"]
+        if len(found) >= expected or time.monotonic() > deadline:
+            return {(e["event"], e["resource"]["prefect.resource.name"], e["payload"]["outcome"]) for e in found}
+        time.sleep(0.2)
+
+
 def _no_drill_left(conn, names) -> None:
     assert [d for name in names for d in databases_like(conn, f"{name}_drill_")] == []
 
@@ -57,7 +77,7 @@ def _no_download_left() -> None:
     assert not list(drills.glob("*")), list(drills.glob("*"))
 
 
-def test_drill_over_two_databases_in_one_run(prefect_api, conn, pilot, pilot_factory, offsite_env, tmp_path):
+def test_drill_over_two_databases_in_one_run(prefect_api, conn, pilot, pilot_factory, offsite_env, s3_endpoint, bucket):
     manifests, production = _two_cutovers(offsite_env, pilot, pilot_factory, conn)
 
     # The local dumps are gone: the drill restores from the bucket, or not at all.
@@ -80,6 +100,24 @@ def test_drill_over_two_databases_in_one_run(prefect_api, conn, pilot, pilot_fac
     _no_drill_left(conn, manifests)
     _no_download_left()
     assert state.result()["failed"] == []
+    assert _drill_events(state.state_details.flow_run_id, 2) == {("pg-cutover.drill.passed", n, "passed")
+                                                                  for n in manifests}
+
+    # A restore that does not hold the manifest's rows fails after its drill database exists: dropped all the same.
+    name = next(n for n in manifests if n != pilot)
+    m = manifests[name]
+    table = sorted(m.row_counts)[0]
+    lying = m.model_copy(update={"row_counts": {**m.row_counts, table: m.row_counts[table] + 1}})
+    store = S3Store(bucket=bucket, endpoint_url=s3_endpoint)
+    store.put_text(m.offsite.prefix + MANIFEST_NAME, lying.model_dump_json())
+    pg = Toolkit.from_settings(load_settings()).pg_client(db.probe(conn, "postgres") // 10000)
+    result = drill.drill_database(store, pg, conn, name, work_root=Path(os.environ["CUTOVER_BACKUP_DIR"]) / "drills")
+    assert not result.passed and "does not hold the pre-cutover rows" in result.reason, result
+    assert f"{table} {m.row_counts[table] + 1} != {m.row_counts[table]}" in result.reason
+    assert result.drill_db.startswith(f"{name}_drill_")
+    _no_drill_left(conn, manifests)
+    _no_download_left()
+    assert (db.alembic_revision(conn, name), data_fingerprint(conn, name)) == production[name]
 
 
 def test_drill_fails_on_a_tampered_object_and_says_which(prefect_api, conn, pilot, pilot_factory, offsite_env,
@@ -95,12 +133,16 @@ def test_drill_fails_on_a_tampered_object_and_says_which(prefect_api, conn, pilo
 
     assert state.is_failed() and state.name == "DrillFailed", state
     rows = _drill_rows(state)
-    bad, good = rows[pilot], rows[next(n for n in manifests if n != pilot)]
+    other = next(n for n in manifests if n != pilot)
+    bad, good = rows[pilot], rows[other]
     assert bad["result"].startswith("failed: ") and tampered in bad["result"], bad
     assert "does not match the backup's SHA-256" in bad["result"] and manifests[pilot].backup.sha256 in bad["result"]
     assert bad["restore seconds"] == "-"
     assert good["result"] == "passed", good
     assert pilot in state.message and tampered in state.message
+    events = _drill_events(state.state_details.flow_run_id, 2)
+    assert {(e, n) for e, n, _ in events} == {("pg-cutover.drill.failed", pilot), ("pg-cutover.drill.passed", other)}
+    assert all(tampered in outcome for e, _, outcome in events if e.endswith("failed"))
     for name in manifests:
         assert (db.alembic_revision(conn, name), data_fingerprint(conn, name)) == production[name]
     _no_drill_left(conn, manifests)
@@ -115,7 +157,6 @@ def test_drill_fails_on_a_tampered_object_and_says_which(prefect_api, conn, pilo
     proc = subprocess.run([sys.executable, "-m", "pg_cutover.launcher.cli", "drill", "--inventory", str(inventory)],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 1, proc.stderr[-3000:]
-    other = next(n for n in manifests if n != pilot)
     assert f"{pilot}" in proc.stdout and "failed: " in proc.stdout and tampered in proc.stdout, proc.stdout
     assert other not in proc.stdout
     assert "DrillFailed" in proc.stderr

@@ -35,7 +35,7 @@ RUN useradd --create-home --uid 10001 cutover \
     && install -d -o cutover -g cutover -m 0700 /backups
 
 COPY . /src
-RUN python -m pip install --no-cache-dir /src && rm -rf /src
+RUN python -m pip install --no-cache-dir "/src[aws]" && rm -rf /src
 
 # The working directory holds only what is read as files: prefect.yaml and deploy.py (the deployments) and the
 # example app's migrations (CUTOVER_ALEMBIC_DIR). Not the package's source: Prefect imports a run's entrypoint with

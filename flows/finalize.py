@@ -13,8 +13,8 @@ from prefect import flow, get_run_logger
 from pg_cutover.clone import finalize as originals
 from pg_cutover.runbook.manifest import RunRecorder, utcnow
 from pg_cutover.settings import load_settings
-from pg_cutover.storage.s3 import S3Store
 from pg_cutover.tasks.evidence import evidence_drained, publish_table
+from pg_cutover.tasks.s3_credentials import offsite_store
 from pg_cutover.toolkit import Toolkit
 
 
@@ -31,7 +31,7 @@ def finalize(dry_run: bool = False) -> dict[str, Any]:
     with evidence_drained(log):
         settings = load_settings()
         kit = Toolkit.from_settings(settings)
-        store = S3Store.from_settings(settings)
+        store = offsite_store(settings)  # CUTOVER_S3_CREDENTIALS_BLOCK's credentials when set
         rows = []
         for path, m in originals.kept_originals(settings.backup_dir, kit.conn):
             decision = originals.decide(path, m, keep_hours=settings.keep_original_hours,

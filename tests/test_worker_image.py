@@ -140,8 +140,12 @@ def build_image(root: Path) -> Image:
                     shutil.copy2(src, dest_dir / src.name)
         elif keyword == "RUN" and rest.startswith("python -m pip install"):
             # Container paths named on the line (/src) are this root's; `python` is the venv's, first on PATH.
-            command = " && ".join(shlex.join(str(image.path(t)) if t.startswith("/") else t for t in shlex.split(part))
-                                  for part in rest.split("&&"))
+            # A path may carry the extras to install ("/src[aws]"): only the path part is this root's.
+            def here(t: str) -> str:
+                path, bracket, extras = t.partition("[")
+                return str(image.path(path)) + bracket + extras if t.startswith("/") else t
+
+            command = " && ".join(shlex.join(here(t) for t in shlex.split(part)) for part in rest.split("&&"))
             env = {**image.env, "PATH": f"{image.path('/usr/local/bin')}:{image.env['PATH']}"}
             proc = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True, timeout=900,
                                   check=False)

@@ -57,7 +57,8 @@ def restore_drill(inventory: str | None = None) -> State:
         line = drill.summary_line(results)
         publish_drill_table(results, f"Restore drill from {store.where}/{store.prefix}: {line}")
     summary: dict[str, Any] = {"results": [r.row() for r in results], "summary": line,
-                               "failed": [r.database for r in results if not r.passed]}
+                               "failed": [r.database for r in results if r.failed],
+                               "warnings": [r.database for r in results if r.status == drill.WARNING]}
     if summary["failed"]:
         return Failed(name="DrillFailed", message=line, data=summary)
     return Completed(message=line, data=summary)

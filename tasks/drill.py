@@ -13,11 +13,11 @@ from pg_cutover.pg.db import ConnInfo
 from pg_cutover.pg.tools import PgClient
 from pg_cutover.process import redact
 from pg_cutover.storage.s3 import S3Store
-from pg_cutover.tasks.evidence import OUTBOX
 from pg_cutover.tasks.events import emit
+from pg_cutover.tasks.evidence import OUTBOX
 
 ARTIFACT_KEY = "restore-drill"
-EVENTS = ("drill.passed", "drill.failed")
+EVENTS = ("drill.passed", "drill.warning", "drill.failed")
 
 
 @task(name="restore-drill-database", task_run_name="restore-drill-{database}", cache_policy=NO_CACHE)
@@ -28,13 +28,13 @@ def drill_one(store: S3Store, pg: PgClient, conn: ConnInfo, database: str, work_
     result = drill.drill_database(store, pg, conn, database, work_root=work_root)
     result.reason = redact(result.reason, secrets)  # the evidence never carries a secret
     result.warnings = [redact(w, secrets) for w in result.warnings]
-    for warning in result.warnings:
-        log.warning("Restore drill of %s: %s", database, warning)
     if result.passed:
         log.info("Restore drill of %s passed: %s restored into %s in %.1f s, %s rows as the manifest says.",
                  database, result.backup_key, result.drill_db, result.restore_seconds or 0, result.rows)
-    else:
+    elif result.failed:
         log.error("Restore drill of %s failed: %s", database, result.reason)
+    else:
+        log.warning("Restore drill of %s is not a pass: %s", database, result.result)
     emit(f"drill.{result.status}", database, conn.host, conn.port, result.result[:500],
          backup_key=result.backup_key, age_hours=None if result.age_hours is None else f"{result.age_hours:.2f}",
          restore_seconds=None if result.restore_seconds is None else f"{result.restore_seconds:.2f}",

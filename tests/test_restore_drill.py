@@ -11,11 +11,13 @@ import time
 from pathlib import Path
 
 import boto3
+import pandas as pd
 from prefect.utilities.callables import parameter_schema
 
 from pg_cutover.backup import drill
 from pg_cutover.flows.cutover import cutover
 from pg_cutover.flows.drill import restore_drill
+from pg_cutover.migrations import safety
 from pg_cutover.pg import db
 from pg_cutover.runbook.checklist import Checklist
 from pg_cutover.runbook.manifest import MANIFEST_NAME, load_manifest
@@ -54,7 +56,7 @@ def _drill_rows(state) -> dict[str, dict]:
 
 
 def _drill_events(flow_run_id, expected: int, wait_seconds: float = 30.0) -> set[tuple[str, str, str]]:
-    """(event, database, outcome) of the pg-cutover.drill.* events the API holds for a flow run; waits for `expected`."""
+    """(event, database, outcome) of the flow run's pg-cutover.drill.* events in the API; waits for `expected`."""
     import httpx
     from prefect.settings import PREFECT_API_URL
 
@@ -77,7 +79,8 @@ def _no_download_left() -> None:
     assert not list(drills.glob("*")), list(drills.glob("*"))
 
 
-def test_drill_over_two_databases_in_one_run(prefect_api, conn, pilot, pilot_factory, offsite_env, s3_endpoint, bucket):
+def test_drill_over_two_databases_in_one_run(prefect_api, conn, pilot, pilot_factory, offsite_env, s3_endpoint, bucket,
+                                             monkeypatch):
     manifests, production = _two_cutovers(offsite_env, pilot, pilot_factory, conn)
 
     # The local dumps are gone: the drill restores from the bucket, or not at all.
@@ -111,6 +114,7 @@ def test_drill_over_two_databases_in_one_run(prefect_api, conn, pilot, pilot_fac
     store = S3Store(bucket=bucket, endpoint_url=s3_endpoint)
     store.put_text(m.offsite.prefix + MANIFEST_NAME, lying.model_dump_json())
     pg = Toolkit.from_settings(load_settings()).pg_client(db.probe(conn, "postgres") // 10000)
+    passed_one = drill.DrillResult(pilot, status=drill.PASSED)
     result = drill.drill_database(store, pg, conn, name, work_root=Path(os.environ["CUTOVER_BACKUP_DIR"]) / "drills")
     assert not result.passed and "does not hold the pre-cutover rows" in result.reason, result
     assert f"{table} {m.row_counts[table] + 1} != {m.row_counts[table]}" in result.reason
@@ -118,6 +122,19 @@ def test_drill_over_two_databases_in_one_run(prefect_api, conn, pilot, pilot_fac
     _no_drill_left(conn, manifests)
     _no_download_left()
     assert (db.alembic_revision(conn, name), data_fingerprint(conn, name)) == production[name]
+
+    # amcheck that cannot run is said as a warning, never as a pass (this server has amcheck: its absence is
+    # what safety.amcheck returns when CREATE EXTENSION is refused).
+    store.put_text(m.offsite.prefix + MANIFEST_NAME, m.model_dump_json())
+    unavailable = pd.DataFrame([("(amcheck)", "", None, "amcheck is unavailable: permission denied")],
+                               columns=safety.AMCHECK_COLUMNS)
+    monkeypatch.setattr(safety, "amcheck", lambda conn, dbname: unavailable)
+    result = drill.drill_database(store, pg, conn, name, work_root=Path(os.environ["CUTOVER_BACKUP_DIR"]) / "drills")
+    assert result.status == drill.WARNING and not result.passed and not result.failed
+    assert result.result.startswith("warning: amcheck could not run: amcheck is unavailable: permission denied")
+    assert "1 of 2 restore drill(s) passed, 1 with a warning" in drill.summary_line([result, passed_one])
+    _no_drill_left(conn, manifests)
+    _no_download_left()
 
 
 def test_drill_fails_on_a_tampered_object_and_says_which(prefect_api, conn, pilot, pilot_factory, offsite_env,

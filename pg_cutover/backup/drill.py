@@ -15,7 +15,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from pg_cutover.storage.s3 import S3Store
 
 DRILL_ROLE = "drill"
 PASSED = "passed"
+WARNING = "warning"  # restored and counted, but amcheck could not run: not a pass, not a failure
 FAILED = "failed"
 
 
@@ -63,10 +64,16 @@ class DrillResult:
         return self.status == PASSED
 
     @property
+    def failed(self) -> bool:
+        return self.status == FAILED
+
+    @property
     def result(self) -> str:
-        """What the table artifact says: `passed`, `passed (warning: ...)` or `failed: <reason>`."""
+        """What the table artifact says: `passed`, `warning: <what could not be checked>` or `failed: <reason>`."""
         if self.passed:
-            return PASSED + (f" (warning: {'; '.join(self.warnings)})" if self.warnings else "")
+            return PASSED
+        if self.status == WARNING:
+            return f"{WARNING}: {'; '.join(self.warnings)}; restored with the manifest's row counts"
         return f"{FAILED}: {self.reason}"
 
     def row(self) -> dict[str, object]:
@@ -143,8 +150,6 @@ def fetch_offsite(store: S3Store, newest: Newest, key: str, work_dir: Path) -> P
 
 
 def _other_bucket(store: S3Store, bucket: str) -> S3Store:
-    from dataclasses import replace
-
     return replace(store, bucket=bucket, _client=None)
 
 
@@ -153,7 +158,7 @@ def check_indexes(conn: ConnInfo, dbname: str) -> tuple[list[str], list[str]]:
     frame = safety.amcheck(conn, dbname)
     if len(frame) == 1 and frame.iloc[0]["ok"] is None:
         return [], [f"amcheck could not run: {frame.iloc[0]['error']}"]
-    bad = frame[frame["ok"] == False]  # noqa: E712 (a pandas mask)
+    bad = frame[frame["ok"].eq(False)]
     return [f"{r['index']} ({r['error']})" for _, r in bad.iterrows()], []
 
 
@@ -191,7 +196,7 @@ def drill_database(store: S3Store, pg: PgClient, conn: ConnInfo, database: str, 
         broken, result.warnings = check_indexes(conn, result.drill_db)
         if broken:
             raise DrillFailed(f"amcheck found broken indexes in {result.drill_db}: {', '.join(broken)}.")
-        result.status = PASSED
+        result.status = WARNING if result.warnings else PASSED
     except Exception as exc:
         result.status = FAILED
         result.reason = " ".join(str(exc).split()) or type(exc).__name__
@@ -210,10 +215,14 @@ def drill_database(store: S3Store, pg: PgClient, conn: ConnInfo, database: str, 
 
 
 def summary_line(results: list[DrillResult]) -> str:
-    failed = [r for r in results if not r.passed]
+    failed = [r for r in results if r.failed]
+    warned = [r for r in results if r.status == WARNING]
     if not results:
         return "No database has off-site backups to drill."
-    if not failed:
-        return f"{len(results)} restore drill(s) passed."
-    return (f"{len(failed)} of {len(results)} restore drill(s) failed: "
-            + "; ".join(f"{r.database}: {r.reason}" for r in failed))
+    said = "; ".join(f"{r.database}: {r.result}" for r in failed + warned)
+    if failed:
+        return f"{len(failed)} of {len(results)} restore drill(s) failed: {said}"
+    if warned:
+        return (f"{len(results) - len(warned)} of {len(results)} restore drill(s) passed, "
+                f"{len(warned)} with a warning: {said}")
+    return f"{len(results)} restore drill(s) passed."

@@ -13,6 +13,7 @@ FLOWS = [
     "pg_cutover.flows.rollback:rollback",
     "pg_cutover.flows.fleet:fleet",
     "pg_cutover.flows.finalize:finalize",
+    "pg_cutover.flows.drill:restore_drill",
 ]
 
 

@@ -170,7 +170,12 @@ def _prune(args: argparse.Namespace) -> int:
     from pg_cutover.storage.s3 import S3Store
 
     settings = load_settings()
-    store = S3Store.from_settings(settings)
+    if settings.s3_credentials_block:  # the block is read from the Prefect API; without one, Prefect is not needed
+        from pg_cutover.tasks.s3_credentials import offsite_store
+
+        store = offsite_store(settings)
+    else:
+        store = S3Store.from_settings(settings)
     if store is None:
         raise ConfigError("CUTOVER_S3_BUCKET is not set; expected the bucket whose old cutover backups to prune.")
     keep = settings.s3_keep if args.keep is None else args.keep

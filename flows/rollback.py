@@ -37,7 +37,9 @@ from pg_cutover.rollback.restore import (
 )
 from pg_cutover.runbook.inventory import Target
 from pg_cutover.runbook.manifest import RUN_MANIFESTS, RollbackRecord, RunRecorder, load_manifest, utcnow
+from pg_cutover.storage.encryption import RestoreIdentity
 from pg_cutover.storage.s3 import S3Store
+from pg_cutover.tasks.encryption_identity import restore_identity
 from pg_cutover.tasks.events import emit
 from pg_cutover.tasks.evidence import OUTBOX, evidence_drained, publish_markdown
 from pg_cutover.tasks.report import publish_to_cutover
@@ -200,6 +202,7 @@ def _roll_back(run: _Steps, manifest: str, strategy: str, automatic: bool, targe
     settings = target_settings(target, environment)
     # First: a credentials block's secret joins settings.secrets before anything copies that list.
     store = offsite_store(settings)  # with CUTOVER_S3_CREDENTIALS_BLOCK's credentials when set
+    identity = restore_identity(settings)  # CUTOVER_ENCRYPTION_IDENTITY, redacted too; used only to decrypt
     kit = Toolkit.from_settings(settings)
 
     source = locate_manifest(manifest, backup_dir=settings.backup_dir, database=settings.postgres_db, store=store)
@@ -285,7 +288,7 @@ def _roll_back(run: _Steps, manifest: str, strategy: str, automatic: bool, targe
             if m.strategy == "clone" and (m.backup is None or clone_databases.name_of(kit.conn, m.clone.original_oid)):
                 _swap_back(run, rec, kit, m)  # the original still stands (or there is nothing else)
             else:
-                aside = _restore_backup(run, rec, kit, pg, m, source, store, strategy)
+                aside = _restore_backup(run, rec, kit, pg, m, source, store, strategy, identity)
             with rec.rollback_step("verify"):
                 m.rollback.revision_after = run(verify_restored, kit, m)
                 m.rollback.production_state = _settled(kit, database, "after the rollback's restore")
@@ -321,11 +324,11 @@ def _roll_back(run: _Steps, manifest: str, strategy: str, automatic: bool, targe
 
 
 def _restore_backup(run: _Steps, rec: RunRecorder, kit: Toolkit, pg, m, source: ManifestSource,
-                    store: S3Store | None, strategy: str) -> str | None:
+                    store: S3Store | None, strategy: str, identity: RestoreIdentity | None = None) -> str | None:
     """6.2-6.3 from the verified backup; returns where production waits aside under drop-recreate."""
     database = m.database
     with rec.rollback_step("fetch-backup"):
-        dump, origin = run(fetch_backup, m, store, source.run_dir / "restore")
+        dump, origin = run(fetch_backup, m, store, source.run_dir / "restore", identity)
         m.rollback.restored_from, m.rollback.restored_sha256 = origin, m.backup.sha256
     if strategy == "rename":
         # 6.2/6.3 without dropping anything: restore beside production, then swap names.

@@ -18,13 +18,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pg_cutover.errors import ConfigError
 from pg_cutover.values import (
+    AGE_RECIPIENTS_FORM,
     IDENTIFIER_FORM,
+    AgeRecipients,
     CommandLine,
     CredentialsBlockName,
     DumpCompression,
     EndpointUrl,
     HealthUrl,
     Identifier,
+    IdentityRef,
     OptionalRevision,
     PgDuration,
 )
@@ -81,6 +84,12 @@ class Settings(BaseSettings):
     # A Prefect AwsCredentials/MinIOCredentials block, read by the task layer (pg_cutover.tasks.s3_credentials).
     s3_credentials_block: CredentialsBlockName = None
     require_offsite: bool = True
+    # Client-side encryption of what leaves the machine (the dump and schema snapshot; pg_cutover.storage.encryption):
+    # the worker that writes backups holds only the recipients (public keys); the identity, needed only to restore
+    # (rollback, drill), is a reference (env:NAME or secret:BLOCK) resolved by the task layer, never a value here.
+    encryption: Literal["off", "age"] = "off"
+    encryption_recipients: AgeRecipients = None
+    encryption_identity: IdentityRef = None
 
     # The maintenance window (runbook 1): how long an operator has to answer the checklist
     # form, when the window ends, and whether writes must be seen paused before the backup.
@@ -176,6 +185,12 @@ class Settings(BaseSettings):
 
 
     @model_validator(mode="after")
+    def _encryption(self) -> "Settings":
+        if self.encryption == "age" and not self.encryption_recipients:
+            raise ValueError(f"CUTOVER_ENCRYPTION=age needs CUTOVER_ENCRYPTION_RECIPIENTS: expected {AGE_RECIPIENTS_FORM}")
+        return self
+
+    @model_validator(mode="after")
     def _links(self) -> "Settings":
         # A combination of settings is one sentence naming them (load_settings passes it on as is).
         if self.s3_links == "presigned" and self.s3_console_url:
@@ -215,8 +230,15 @@ class Settings(BaseSettings):
 
     @property
     def client_encrypts(self) -> bool:
-        """Whether dumps are encrypted on this machine before they leave: not yet (issue 22, item 1)."""
-        return False
+        """Whether the dump and schema snapshot are encrypted on this machine before they leave (CUTOVER_ENCRYPTION=age)."""
+        return self.encryption == "age"
+
+    @property
+    def recipient_list(self) -> tuple[str, ...]:
+        """The age public keys off-site objects are encrypted to; empty unless CUTOVER_ENCRYPTION=age."""
+        if not self.client_encrypts or not self.encryption_recipients:
+            return ()
+        return tuple(self.encryption_recipients.split(","))
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -274,7 +296,8 @@ def load_settings(**overrides: Any) -> Settings:
         name = env_name(loc) if loc in Settings.model_fields else loc.upper()  # else it is the alias
         if err.get("type") == "missing":
             raise ConfigError(f"{name} is not set; expected {_expected(name)}.") from None
-        shown = "" if "PASSWORD" in name else f" ({_short(err.get('input'))})"
+        # Never echo a password, nor what was given as the identity's reference (it may be the key itself).
+        shown = "" if any(w in name for w in ("PASSWORD", "IDENTITY", "RECIPIENTS")) else f" ({_short(err.get('input'))})"
         raise ConfigError(f"{name} is invalid{shown}: {message}.") from None
 
 

@@ -26,6 +26,10 @@ DURATION_FORM = "a PostgreSQL duration such as 10s, 500ms or 30min (0 disables i
 BLOCK_NAME_RE = re.compile(r"^(?:(aws-credentials|minio-credentials)/)?([a-z0-9][a-z0-9-]*)\Z")  # Prefect's block names
 BLOCK_NAME_FORM = ("the name of a Prefect AwsCredentials or MinIOCredentials block (lowercase letters, digits and "
                    "dashes), optionally as aws-credentials/<name> or minio-credentials/<name>")
+AGE_RECIPIENTS_FORM = "age public keys (age1...), comma-separated"
+IDENTITY_REF_RE = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|secret:[a-z0-9][a-z0-9-]*)\Z")
+IDENTITY_REF_FORM = ("env:NAME (an environment variable holding the age identity, AGE-SECRET-KEY-1...) or "
+                     "secret:BLOCK (a Prefect Secret block holding it)")
 COMPRESSION_FORM = "a gzip level 0-9, or gzip, lz4 or zstd with an optional :level (lz4 and zstd need pg_dump 16+)"
 
 
@@ -73,6 +77,31 @@ def _block_name(value: str | None) -> str | None:
     return None if value is None else value.strip()
 
 
+def _age_recipients(value: str | None) -> str | None:
+    """Each one must parse as an age X25519 recipient; kept as the normalized comma-separated list."""
+    if value is None:
+        return None
+    from pyrage import x25519
+
+    keys = [k.strip() for k in value.split(",") if k.strip()]
+    if not keys:
+        return None
+    for key in keys:
+        try:
+            x25519.Recipient.from_str(key)
+        except Exception:
+            shown = key if len(key) <= 20 else key[:17] + "..."
+            raise ValueError(f"{shown!r} is not an age public key; expected {AGE_RECIPIENTS_FORM}") from None
+    return ",".join(dict.fromkeys(keys))
+
+
+def _identity_ref(value: str | None) -> str | None:
+    if value is not None and not IDENTITY_REF_RE.match(value.strip()):
+        # Never echo the value: an operator may have pasted the key itself here.
+        raise ValueError(f"expected {IDENTITY_REF_FORM}, never the key itself")
+    return None if value is None else value.strip()
+
+
 def _command(value: str | None) -> str | None:
     if value is None:
         return None
@@ -102,3 +131,7 @@ EndpointUrl = Annotated[str | None, BeforeValidator(_empty_is_none),
                         AfterValidator(lambda v: None if v is None else http_url(v, "http://localhost:9000"))]
 # A Prefect credentials block's name, or unset ("" too) for boto3's default chain.
 CredentialsBlockName = Annotated[str | None, BeforeValidator(_empty_is_none), AfterValidator(_block_name)]
+# Client-side encryption (CUTOVER_ENCRYPTION=age): the public keys backups are encrypted to, and where
+# the identity that decrypts them is found (only a restore needs it).
+AgeRecipients = Annotated[str | None, BeforeValidator(_empty_is_none), AfterValidator(_age_recipients)]
+IdentityRef = Annotated[str | None, BeforeValidator(_empty_is_none), AfterValidator(_identity_ref)]

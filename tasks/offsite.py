@@ -28,12 +28,14 @@ def mirror(store: S3Store, plan: Plan, backup: BackupRecord, links: LinkPolicy) 
         plan.database,
         "offsite",
         [{"bucket": record.bucket, "key": o.key, "bytes": o.size_bytes, "size": human_size(o.size_bytes),
-          "sha256": o.sha256, "server checksum": o.server_checksum or "-", "verified": o.verified_by}
+          "sha256": o.sha256, "server checksum": o.server_checksum or "-", "verified": o.verified_by,
+          **({"encrypted": f"{o.encryption} to {len(o.recipients)} recipient(s)", "plaintext sha256": o.plaintext_sha256}
+             if o.encrypted else {})}
          for o in record.objects],
         f"Off-site copy in {store.where}, uploaded in {record.seconds:.1f}s",
     )
     for obj in record.objects:
-        name = obj.key.rsplit("/", 1)[-1]
+        name = obj.key.rsplit("/", 1)[-1].removesuffix(".age")  # an encrypted copy: <name>.age
         link = object_link(store, obj, links)
         publish_link(
             key=artifact_key(plan.database, "offsite-" + ("dump" if name.endswith(".dump") else "schema")),

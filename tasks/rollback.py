@@ -21,6 +21,7 @@ from pg_cutover.pg.tools import PgClient
 from pg_cutover.rollback.restore import restore_in_place, restore_into, swap_in
 from pg_cutover.runbook.manifest import Manifest, write_private
 from pg_cutover.runbook.report import INCIDENT_NAME, render_incident
+from pg_cutover.storage.encryption import DecryptionRefused, RestoreIdentity
 from pg_cutover.storage.s3 import BackupUntrusted, S3Store, verified_dump
 from pg_cutover.tasks import progress  # noqa: F401 (the restore's items reach the log and the progress artifact)
 from pg_cutover.tasks.evidence import publish_markdown, run_logger
@@ -40,13 +41,16 @@ def _not_a_refusal(task, task_run, state) -> bool:
         outcome = state.result(raise_on_failure=False)
     except Exception as exc:
         outcome = exc
-    return not isinstance(outcome, BackupUntrusted)
+    return not isinstance(outcome, (BackupUntrusted, DecryptionRefused))
 
 
 @task(name="rollback-fetch-backup", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
       retry_condition_fn=_not_a_refusal, timeout_seconds=4 * 3600)
-def fetch_backup(manifest: Manifest, store: S3Store | None, work_dir: Path) -> tuple[Path, str]:
-    path, source = verified_dump(manifest, store, work_dir)
+def fetch_backup(manifest: Manifest, store: S3Store | None, work_dir: Path,
+                 identity: RestoreIdentity | None = None) -> tuple[Path, str]:
+    """`identity` (CUTOVER_ENCRYPTION_IDENTITY, see pg_cutover.tasks.encryption_identity) decrypts an off-site
+    copy encrypted on the client; unused when the local dump is intact or the copy is plaintext."""
+    path, source = verified_dump(manifest, store, work_dir, identity)
     run_logger().info("Backup verified (SHA-256 %s) from %s", manifest.backup.sha256, source)
     return path, source
 

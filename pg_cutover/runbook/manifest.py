@@ -61,6 +61,17 @@ class StoredObject(BaseModel):
     sha256: str
     server_checksum: str | None = None  # what the server computed (ChecksumSHA256), when it keeps one
     verified_by: str = ""  # how the copy was proven after upload
+    # Client-side encryption (CUTOVER_ENCRYPTION=age): `sha256`, `size_bytes` and `server_checksum` are then the
+    # ciphertext's (what the upload proves), `plaintext_sha256` the file's before encryption (what a restore
+    # proves), `recipients` the public keys it was encrypted to. Absent (None, empty) in plaintext objects and
+    # in manifests written before encryption existed.
+    encryption: str | None = None  # "age"
+    plaintext_sha256: str | None = None
+    recipients: list[str] = Field(default_factory=list)
+
+    @property
+    def encrypted(self) -> bool:
+        return self.encryption is not None
 
 
 class OffsiteRecord(BaseModel):
@@ -71,8 +82,8 @@ class OffsiteRecord(BaseModel):
     seconds: float = 0.0
 
     def object_for(self, local_name: str) -> StoredObject | None:
-        for obj in self.objects:
-            if obj.key.rsplit("/", 1)[-1] == local_name:
+        for obj in self.objects:  # an encrypted copy is the local file's name plus ".age"
+            if obj.key.rsplit("/", 1)[-1] in (local_name, local_name + ".age"):
                 return obj
         return None
 

@@ -42,8 +42,8 @@ class ObjectLink:
 
 
 def client_encrypted(obj: "StoredObject") -> bool:
-    """Whether the object was encrypted on this machine before it left: no upload is yet (issue 22, item 1)."""
-    return False
+    """Whether the object was encrypted on this machine before it left (CUTOVER_ENCRYPTION=age): its record says so."""
+    return bool(getattr(obj, "encryption", None))
 
 
 def object_link(store: "S3Store", obj: "StoredObject", policy: LinkPolicy, now: datetime | None = None) -> ObjectLink:

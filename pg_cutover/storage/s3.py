@@ -28,6 +28,7 @@ from botocore.config import Config
 from pg_cutover.digest import FileDigests, file_digests, sha256_file
 from pg_cutover.errors import ConfigError, CutoverError
 from pg_cutover.runbook.manifest import Manifest, StoredObject
+from pg_cutover.storage import encryption
 from pg_cutover.storage.credentials import S3Credentials
 from pg_cutover.throughput import Count, Ticker
 
@@ -59,6 +60,8 @@ class S3Store:
     concurrency: int = 4
     # None: boto3's default chain (environment, profile, instance role).
     credentials: S3Credentials | None = field(default=None, repr=False)
+    # age public keys (CUTOVER_ENCRYPTION=age): backups are encrypted to them before they leave (upload_backup).
+    recipients: tuple[str, ...] = ()
     _client: Any = field(default=None, repr=False)
 
     @classmethod
@@ -84,6 +87,7 @@ class S3Store:
             object_lock_mode=settings.s3_object_lock_mode,
             max_attempts=settings.s3_max_attempts,
             part_size=settings.s3_part_size_mb * MiB,
+            recipients=settings.recipient_list,
         )
 
     # -- plumbing ----------------------------------------------------------
@@ -204,6 +208,24 @@ class S3Store:
             raise StorageError(f"{path} changed on disk during its upload (SHA-256 {digests.sha256} != {sha256}).")
         return self.verify(key, digests)
 
+    def upload_backup(self, path: Path, key: str, sha256: str, *, step: str = "upload") -> StoredObject:
+        """A backup file (dump, schema snapshot): as it is, or encrypted to `recipients` under `key` + ".age".
+
+        The ciphertext is written beside the file (the run's 0700 directory), uploaded and proven like any
+        file (size, the server's checksum, its SHA-256 as metadata), and removed whatever happened."""
+        if not self.recipients:
+            return self.upload_file(path, key, sha256, step=step)
+        if sha256_file(path) != sha256:
+            raise StorageError(f"{path} is not the file recorded (its SHA-256 is no longer {sha256}); not uploading it.")
+        sealed = path.with_name(path.name + encryption.SUFFIX + ".tmp")
+        try:
+            encryption.encrypt_file(path, sealed, self.recipients)
+            obj = self.upload_file(sealed, key + encryption.SUFFIX, sha256_file(sealed), step=step)
+        finally:
+            sealed.unlink(missing_ok=True)
+        return obj.model_copy(update={"encryption": encryption.SCHEME, "plaintext_sha256": sha256,
+                                      "recipients": list(self.recipients)})
+
     def put_text(self, key: str, text: str) -> StoredObject:
         """Small documents (manifest, report): one PUT whose SHA-256 the server checks."""
         body = text.encode()
@@ -317,10 +339,15 @@ class _Sent:
         return Count(done=max(0, self.bytes), total=self.total, note=self.where)
 
 
-def verified_dump(manifest: Manifest, store: "S3Store | None", work_dir: Path) -> tuple[Path, str]:
+def verified_dump(manifest: Manifest, store: "S3Store | None", work_dir: Path,
+                  identity: "encryption.RestoreIdentity | None" = None) -> tuple[Path, str]:
     """A local dump whose SHA-256 equals the manifest's: the local file, else a download from S3.
 
-    Returns the path and where it came from; raises StorageError when neither can be trusted.
+    An off-site copy encrypted on the client is downloaded, its ciphertext proven against the manifest,
+    decrypted with `identity` (resolved by the task layer; see pg_cutover.storage.encryption) and its
+    plaintext proven again; without a usable identity it is refused before anything is downloaded.
+    Returns the path and where it came from; raises StorageError (or encryption.DecryptionRefused)
+    when neither can be trusted, leaving no downloaded or decrypted file behind.
     """
     if manifest.backup is None:
         raise BackupUntrusted(f"The manifest of run {manifest.run_id} records no backup.")
@@ -342,7 +369,21 @@ def verified_dump(manifest: Manifest, store: "S3Store | None", work_dir: Path) -
             f"No verified backup for {manifest.database}: {reasons[0]} and the off-site copy is in bucket "
             f"{manifest.offsite.bucket!r}; set CUTOVER_S3_BUCKET to it."
         )
+    where = f"s3://{store.bucket}/{offsite.key}"
+    if offsite.encrypted and offsite.plaintext_sha256 not in (None, expected):
+        raise BackupUntrusted(f"The manifest of run {manifest.run_id} records plaintext SHA-256 "
+                              f"{offsite.plaintext_sha256} for {where}, but {expected} for the backup.")
+    if offsite.encrypted:
+        encryption.check_identity(identity, where, offsite.recipients)  # before a byte is downloaded
     work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     dest = work_dir / local.name
-    store.download(offsite.key, dest, expected)
-    return dest, f"s3://{store.bucket}/{offsite.key}"
+    if not offsite.encrypted:
+        store.download(offsite.key, dest, expected)
+        return dest, where
+    sealed = work_dir / (local.name + encryption.SUFFIX)
+    try:
+        store.download(offsite.key, sealed, offsite.sha256)  # the ciphertext the upload proved
+        encryption.decrypt_file(sealed, dest, identity, expected, where, offsite.recipients)
+    finally:
+        sealed.unlink(missing_ok=True)
+    return dest, where

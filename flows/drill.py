@@ -18,6 +18,7 @@ from pg_cutover.pg import db
 from pg_cutover.runbook.inventory import load_inventory
 from pg_cutover.settings import load_settings
 from pg_cutover.tasks.drill import drill_one, publish_drill_table
+from pg_cutover.tasks.encryption_identity import restore_identity
 from pg_cutover.tasks.evidence import evidence_drained
 from pg_cutover.tasks.s3_credentials import offsite_store
 from pg_cutover.toolkit import Toolkit
@@ -52,7 +53,8 @@ def restore_drill(inventory: str | None = None) -> State:
         log.info("Restore drill of %d database(s) from %s/%s: %s", len(databases), store.where, store.prefix,
                  ", ".join(databases) or "none")
         work_root = settings.backup_dir / "drills"  # each download in a directory of its own, removed after its drill
-        results = [drill_one(store, pg, kit.conn, database, work_root, tuple(settings.secrets))
+        identity = restore_identity(settings)  # used only for copies encrypted on the client; redacted once read
+        results = [drill_one(store, pg, kit.conn, database, work_root, tuple(settings.secrets), identity)
                    for database in databases]
         line = drill.summary_line(results)
         publish_drill_table(results, f"Restore drill from {store.where}/{store.prefix}: {line}")

@@ -12,6 +12,7 @@ from pg_cutover.backup import drill
 from pg_cutover.pg.db import ConnInfo
 from pg_cutover.pg.tools import PgClient
 from pg_cutover.process import redact
+from pg_cutover.storage.encryption import RestoreIdentity
 from pg_cutover.storage.s3 import S3Store
 from pg_cutover.tasks.events import emit
 from pg_cutover.tasks.evidence import OUTBOX
@@ -22,10 +23,10 @@ EVENTS = ("drill.passed", "drill.warning", "drill.failed")
 
 @task(name="restore-drill-database", task_run_name="restore-drill-{database}", cache_policy=NO_CACHE)
 def drill_one(store: S3Store, pg: PgClient, conn: ConnInfo, database: str, work_root: Path,
-              secrets: tuple[str, ...] = ()) -> drill.DrillResult:
+              secrets: tuple[str, ...] = (), identity: RestoreIdentity | None = None) -> drill.DrillResult:
     """One database's drill (pg_cutover.backup.drill); its outcome as a log line and a pg-cutover.drill.* event."""
     log = get_run_logger()
-    result = drill.drill_database(store, pg, conn, database, work_root=work_root)
+    result = drill.drill_database(store, pg, conn, database, work_root=work_root, identity=identity)
     result.reason = redact(result.reason, secrets)  # the evidence never carries a secret
     result.warnings = [redact(w, secrets) for w in result.warnings]
     if result.passed:

@@ -320,3 +320,26 @@ def test_the_identity_from_a_secret_block_is_resolved_and_redacted(prefect_api):
     assert missing.secret is None and missing.problem.startswith(
         "CUTOVER_ENCRYPTION_IDENTITY=secret:no-such-age-key cannot be loaded (")
     assert missing.problem.endswith("expected a Prefect Secret block named no-such-age-key holding the age identity")
+
+
+def test_a_restore_drill_decrypts_with_the_identity_and_fails_without_it(prefect_api, conn, pilot, encrypted_env):
+    from pg_cutover.flows.drill import restore_drill
+    from tests.helpers import data_fingerprint, databases_like
+
+    assert _cutover().is_completed()
+    before = data_fingerprint(conn, pilot)
+
+    # Without the identity the encrypted copy cannot be proven: a failed drill that says why, nothing left.
+    refused = restore_drill(return_state=True)
+    assert refused.is_failed() and refused.name == "DrillFailed"
+    [row] = refused.result(raise_on_failure=False)["results"]
+    assert row["database"] == pilot and "CUTOVER_ENCRYPTION_IDENTITY" in row["result"], row
+    assert databases_like(conn, f"{pilot}_drill_") == []
+
+    encrypted_env.setenv(IDENTITY_VAR, encrypted_env.secret)
+    encrypted_env.setenv("CUTOVER_ENCRYPTION_IDENTITY", f"env:{IDENTITY_VAR}")
+    passed = restore_drill(return_state=True)
+    assert passed.is_completed(), passed.message
+    [row] = passed.result()["results"]
+    assert row["result"] == "passed" and row["backup key"].endswith(".dump.age"), row
+    assert databases_like(conn, f"{pilot}_drill_") == [] and data_fingerprint(conn, pilot) == before

@@ -26,6 +26,8 @@ from pg_cutover.pg.tools import PgClient
 from pg_cutover.rollback.restore import restore_into, unique_name
 from pg_cutover.runbook.manifest import MANIFEST_NAME, Manifest
 from pg_cutover.runbook.steps import RunStatus
+from pg_cutover.storage import encryption
+from pg_cutover.storage.encryption import RestoreIdentity
 from pg_cutover.storage.s3 import S3Store
 
 DRILL_ROLE = "drill"
@@ -120,8 +122,9 @@ def dump_key(newest: Newest) -> str:
     obj = m.offsite.object_for(Path(m.backup.path).name) if m.offsite else None
     if obj is None:
         raise DrillFailed(f"the manifest of run {m.run_id} records no off-site copy of {Path(m.backup.path).name}.")
-    if obj.sha256 != m.backup.sha256:
-        raise DrillFailed(f"the manifest of run {m.run_id} records SHA-256 {obj.sha256} for {obj.key}, "
+    plaintext = obj.plaintext_sha256 if obj.encrypted else obj.sha256  # an encrypted object's own is the ciphertext's
+    if plaintext != m.backup.sha256:
+        raise DrillFailed(f"the manifest of run {m.run_id} records SHA-256 {plaintext} for {obj.key}, "
                           f"but {m.backup.sha256} for the backup.")
     return obj.key
 
@@ -138,15 +141,25 @@ def backup_age_hours(m: Manifest, now: datetime) -> float | None:
     return (now - taken).total_seconds() / 3600
 
 
-def fetch_offsite(store: S3Store, newest: Newest, key: str, work_dir: Path) -> Path:
+def fetch_offsite(store: S3Store, newest: Newest, key: str, work_dir: Path,
+                  identity: RestoreIdentity | None = None) -> Path:
     """The dump downloaded from the bucket, its SHA-256 proven equal to the manifest's (else BackupUntrusted).
 
-    Always the off-site object, even when the local file exists: that is what the drill proves.
+    Always the off-site object, even when the local file exists: that is what the drill proves. An object
+    encrypted on the client is proven as uploaded (the ciphertext's SHA-256), decrypted with `identity`, and
+    proven again as the backup (the plaintext's); a missing or wrong identity fails the drill before any restore.
     """
     m = newest.manifest
     bucket_store = store if store.bucket == m.offsite.bucket else _other_bucket(store, m.offsite.bucket)
     dest = work_dir / Path(m.backup.path).name
-    return bucket_store.download(key, dest, m.backup.sha256)
+    obj = m.offsite.object_for(Path(m.backup.path).name)
+    if obj is None or not obj.encrypted:
+        return bucket_store.download(key, dest, m.backup.sha256)
+    sealed = bucket_store.download(key, dest.with_name(dest.name + ".age"), obj.sha256)
+    try:
+        return encryption.decrypt_file(sealed, dest, identity, m.backup.sha256, key, obj.recipients)
+    finally:
+        sealed.unlink(missing_ok=True)
 
 
 def _other_bucket(store: S3Store, bucket: str) -> S3Store:
@@ -163,7 +176,8 @@ def check_indexes(conn: ConnInfo, dbname: str) -> tuple[list[str], list[str]]:
 
 
 def drill_database(store: S3Store, pg: PgClient, conn: ConnInfo, database: str, *,
-                   work_root: Path | None = None, now: datetime | None = None) -> DrillResult:
+                   work_root: Path | None = None, now: datetime | None = None,
+                   identity: RestoreIdentity | None = None) -> DrillResult:
     """One database's drill; never raises for the drill's own failures (they are the result's reason).
 
     The dump is downloaded under `work_root` (the flow passes CUTOVER_BACKUP_DIR/drills). Cleans up its drill
@@ -182,8 +196,7 @@ def drill_database(store: S3Store, pg: PgClient, conn: ConnInfo, database: str, 
         key = dump_key(newest)
         result.backup_key = key
         result.age_hours = backup_age_hours(newest.manifest, now)
-        dump = fetch_offsite(store, newest, key, work_dir)
-        # Issue 22 item 1 (client-side encryption) decrypts `dump` here, before the restore.
+        dump = fetch_offsite(store, newest, key, work_dir, identity)
         result.drill_db = unique_name(conn, database, DRILL_ROLE)
         expected = dict(newest.manifest.row_counts)
         if not expected:

@@ -18,35 +18,48 @@ class FileDigests:
     single: str  # base64 sha256 of the whole file, S3's checksum of a single-part upload
 
 
+class Digester:
+    """The digests of bytes seen in order (a file read, a stream written): what file_digests returns."""
+
+    def __init__(self, part_size: int):
+        self.part_size = part_size
+        self.whole = hashlib.sha256()
+        self.part = hashlib.sha256()
+        self.part_digests: list[bytes] = []
+        self.in_part = 0
+        self.size = 0
+
+    def update(self, chunk: bytes | memoryview) -> None:
+        self.whole.update(chunk)
+        self.size += len(chunk)
+        view = memoryview(chunk)
+        while view:
+            take = min(len(view), self.part_size - self.in_part)
+            self.part.update(view[:take])
+            self.in_part += take
+            view = view[take:]
+            if self.in_part == self.part_size:
+                self.part_digests.append(self.part.digest())
+                self.part, self.in_part = hashlib.sha256(), 0
+
+    def digests(self) -> FileDigests:
+        parts = self.part_digests + ([self.part.digest()] if self.in_part or not self.part_digests else [])
+        composite = base64.b64encode(hashlib.sha256(b"".join(parts)).digest()).decode()
+        return FileDigests(
+            sha256=self.whole.hexdigest(),
+            size=self.size,
+            composite=f"{composite}-{len(parts)}",
+            single=base64.b64encode(self.whole.digest()).decode(),
+        )
+
+
 def file_digests(path: Path, part_size: int) -> FileDigests:
     """One pass over the file: its SHA-256 and the checksum S3 will report for it."""
-    whole = hashlib.sha256()
-    part_digests: list[bytes] = []
-    part = hashlib.sha256()
-    in_part = 0
-    size = 0
+    digester = Digester(part_size)
     with open(path, "rb") as fh:
         while chunk := fh.read(READ_CHUNK):
-            whole.update(chunk)
-            size += len(chunk)
-            view = memoryview(chunk)
-            while view:
-                take = min(len(view), part_size - in_part)
-                part.update(view[:take])
-                in_part += take
-                view = view[take:]
-                if in_part == part_size:
-                    part_digests.append(part.digest())
-                    part, in_part = hashlib.sha256(), 0
-    if in_part or not part_digests:
-        part_digests.append(part.digest())
-    composite = base64.b64encode(hashlib.sha256(b"".join(part_digests)).digest()).decode()
-    return FileDigests(
-        sha256=whole.hexdigest(),
-        size=size,
-        composite=f"{composite}-{len(part_digests)}",
-        single=base64.b64encode(whole.digest()).decode(),
-    )
+            digester.update(chunk)
+    return digester.digests()
 
 
 def sha256_file(path: Path) -> str:

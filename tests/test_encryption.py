@@ -343,3 +343,82 @@ def test_a_restore_drill_decrypts_with_the_identity_and_fails_without_it(prefect
     [row] = passed.result()["results"]
     assert row["result"] == "passed" and row["backup key"].endswith(".dump.age"), row
     assert databases_like(conn, f"{pilot}_drill_") == [] and data_fingerprint(conn, pilot) == before
+
+
+# -- the upload: streamed from an encrypting process, nothing encrypted on disk ----------------------------
+
+def _seal_processes() -> list[int]:
+    """Encrypting processes still alive (or unreaped) under this test process."""
+    me, found = os.getpid(), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == me and b"seal.py" in cmdline or ppid == me and " (Z" in stat:
+            found.append(int(entry.name))
+    return found
+
+
+def test_the_encrypted_upload_is_streamed_in_parts_and_proven(s3_endpoint, bucket, tmp_path):
+    from pg_cutover.digest import Digester
+    from pg_cutover.storage.encryption import sealed_size
+    from pg_cutover.storage.s3 import MiB, S3Store
+
+    secret, public = _keys()
+    store = S3Store(bucket=bucket, endpoint_url=s3_endpoint, part_size=5 * MiB, recipients=(public,))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o700)
+    dump = run_dir / "pilot.dump"
+    plain = b"PGDMP" + os.urandom(12 * MiB) + b"breweries"
+    dump.write_bytes(plain)
+
+    obj = store.upload_backup(dump, "pg-cutover/pilot/ts/pilot.dump", hashlib.sha256(plain).hexdigest())
+
+    stored = _bucket_objects(s3_endpoint, bucket)["pg-cutover/pilot/ts/pilot.dump.age"]
+    assert stored.startswith(AGE_HEADER) and b"PGDMP" not in stored and b"breweries" not in stored
+    assert obj.sha256 == hashlib.sha256(stored).hexdigest() and obj.size_bytes == len(stored)
+    assert abs(len(stored) - sealed_size(len(plain), 1)) < 300  # the progress total: all but the header's random stanza
+    parts = Digester(5 * MiB)
+    parts.update(stored)
+    assert parts.digests().composite.endswith("-3")  # three 5 MiB parts, each checked by the server
+    assert obj.server_checksum.split("-")[0] == parts.digests().composite.split("-")[0]
+    assert obj.verified_by == "size + server SHA-256 checksum matched the local parts"
+    assert __import__("pyrage").decrypt(stored, [x25519.Identity.from_str(secret)]) == plain
+    assert sorted(p.name for p in run_dir.iterdir()) == ["pilot.dump"]  # no ciphertext was written beside it
+    assert _seal_processes() == []
+
+
+def test_a_dump_that_is_not_the_recorded_one_is_never_stored(s3_endpoint, bucket, tmp_path):
+    from pg_cutover.storage.encryption import EncryptionFailed
+    from pg_cutover.storage.s3 import MiB, S3Store
+
+    store = S3Store(bucket=bucket, endpoint_url=s3_endpoint, part_size=5 * MiB, recipients=(_keys()[1],))
+    dump = tmp_path / "pilot.dump"
+    dump.write_bytes(os.urandom(11 * MiB))
+    recorded = hashlib.sha256(b"the dump as it was written").hexdigest()
+
+    with pytest.raises(EncryptionFailed, match=rf"^{dump} changed on disk while it was encrypted \(SHA-256 [0-9a-f]{{64}}, "
+                                               rf"recorded {recorded}\); nothing was stored\.$"):
+        store.upload_backup(dump, "pg-cutover/pilot/ts/pilot.dump", recorded)
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    assert _bucket_objects(s3_endpoint, bucket) == {}
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []  # aborted, not left to bill
+    assert _seal_processes() == []
+
+
+def test_an_upload_refused_by_s3_ends_the_encryption_and_says_which_setting(s3_endpoint, tmp_path):
+    from pg_cutover.storage.s3 import MiB, S3Store, StorageError
+
+    store = S3Store(bucket="no-such-bucket", endpoint_url=s3_endpoint, part_size=5 * MiB, recipients=(_keys()[1],))
+    dump = tmp_path / "pilot.dump"
+    dump.write_bytes(os.urandom(30 * MiB))  # more than the pipe holds: the encryption is still writing when S3 refuses
+
+    with pytest.raises(StorageError, match=r"CUTOVER_S3_BUCKET='no-such-bucket' does not exist"):
+        store.upload_backup(dump, "pg-cutover/pilot/ts/pilot.dump", hashlib.sha256(dump.read_bytes()).hexdigest())
+    assert _seal_processes() == []

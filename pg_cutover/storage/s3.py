@@ -119,13 +119,18 @@ class S3Store:
     def where(self) -> str:
         return f"s3://{self.bucket}" + (f" at {self.endpoint_url}" if self.endpoint_url else "")
 
-    def _transfer(self) -> TransferConfig:
-        return TransferConfig(
+    def _transfer(self, streaming: bool = False) -> TransferConfig:
+        config = TransferConfig(
             multipart_threshold=self.part_size,
             multipart_chunksize=self.part_size,
             max_concurrency=self.concurrency,
             use_threads=True,
         )
+        if streaming:
+            # A stream's parts wait in memory until sent (s3transfer's setting, which boto3 does not take
+            # as an argument): no more of them than can be in flight, so memory stays bounded.
+            config.max_in_memory_upload_chunks = self.concurrency + 1
+        return config
 
     def explain(self, exc: Exception, doing: str) -> StorageError:
         """One sentence naming the setting that is probably wrong; never a credential."""
@@ -178,8 +183,9 @@ class S3Store:
 
     # -- write ---------------------------------------------------------------
 
-    def _extra_args(self, sha256: str) -> dict[str, Any]:
-        extra: dict[str, Any] = {"Metadata": {SHA_METADATA: sha256}}
+    def _extra_args(self, sha256: str | None) -> dict[str, Any]:
+        """`sha256`: the object's, as metadata; None for a stream whose digest is known only at its end."""
+        extra: dict[str, Any] = {"Metadata": {SHA_METADATA: sha256} if sha256 else {}}
         if self.checksum == "sha256":
             extra["ChecksumAlgorithm"] = "SHA256"
         if self.sse:
@@ -211,18 +217,25 @@ class S3Store:
     def upload_backup(self, path: Path, key: str, sha256: str, *, step: str = "upload") -> StoredObject:
         """A backup file (dump, schema snapshot): as it is, or encrypted to `recipients` under `key` + ".age".
 
-        The ciphertext is written beside the file (the run's 0700 directory), uploaded and proven like any
-        file (size, the server's checksum, its SHA-256 as metadata), and removed whatever happened."""
+        Encrypted, the ciphertext is streamed from an encrypting thread into the multipart upload (never
+        written to disk), its digests taken on the way, and the stored object proven like any file: size
+        and the server's checksum over the parts. The plaintext's SHA-256 is proven as it is read."""
         if not self.recipients:
             return self.upload_file(path, key, sha256, step=step)
-        if sha256_file(path) != sha256:
-            raise StorageError(f"{path} is not the file recorded (its SHA-256 is no longer {sha256}); not uploading it.")
-        sealed = path.with_name(path.name + encryption.SUFFIX + ".tmp")
-        try:
-            encryption.encrypt_file(path, sealed, self.recipients)
-            obj = self.upload_file(sealed, key + encryption.SUFFIX, sha256_file(sealed), step=step)
-        finally:
-            sealed.unlink(missing_ok=True)
+        key += encryption.SUFFIX
+        size = encryption.sealed_size(path.stat().st_size, len(self.recipients))
+        sent = _Sent(size, f"s3://{self.bucket}/{key}")
+        with encryption.Sealed(path, self.recipients, sha256, self.part_size) as sealed, \
+                Ticker(step, "uploaded", sent.count):
+            try:
+                self.client.upload_fileobj(sealed, self.bucket, key, ExtraArgs=self._extra_args(None),
+                                           Config=self._transfer(streaming=True), Callback=sent.add)
+            except Exception as exc:
+                if sealed.failure is not None:
+                    raise sealed.failure from None
+                raise self.explain(getattr(exc, "last_exception", None) or exc, f"uploading {key}") from None
+            digests = sealed.digests()
+        obj = self.verify(key, digests, streamed=True)
         return obj.model_copy(update={"encryption": encryption.SCHEME, "plaintext_sha256": sha256,
                                       "recipients": list(self.recipients)})
 
@@ -241,8 +254,10 @@ class S3Store:
         return StoredObject(key=key, size_bytes=len(body), sha256=digest.hexdigest(),
                             verified_by="server checked the SHA-256 sent with the PUT" if self.checksum == "sha256" else "not verified")
 
-    def verify(self, key: str, digests: FileDigests) -> StoredObject:
-        """The stored object is the file: size, and the server's own checksum where it keeps one."""
+    def verify(self, key: str, digests: FileDigests, *, streamed: bool = False) -> StoredObject:
+        """The stored object is the file: size, and the server's own checksum where it keeps one.
+
+        `streamed`: the object was a stream (an encrypted backup), so it carries no SHA-256 metadata."""
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
         except Exception as exc:
@@ -251,7 +266,9 @@ class S3Store:
         if size != digests.size:
             raise StorageError(f"s3://{self.bucket}/{key} holds {size} bytes, the local file {digests.size}: the copy is not the backup.")
         meta = head.get("Metadata", {}).get(SHA_METADATA)
-        if meta != digests.sha256:
+        if streamed:
+            pass  # the digest was known only at the stream's end, after the metadata was sent
+        elif meta != digests.sha256:
             raise StorageError(f"s3://{self.bucket}/{key} carries SHA-256 {meta}, the local file {digests.sha256}: the copy is not the backup.")
         server = head.get("ChecksumSHA256")
         if server:
@@ -260,7 +277,8 @@ class S3Store:
                 raise StorageError(f"s3://{self.bucket}/{key}: the server's checksum {server} does not match the local file's ({digests.composite}).")
             how = "size + server SHA-256 checksum matched the local parts"
         else:
-            how = "size + SHA-256 metadata (server keeps no checksum)"
+            how = ("size only (server keeps no checksum; the restore proves the recorded SHA-256)" if streamed
+                   else "size + SHA-256 metadata (server keeps no checksum)")
         return StoredObject(key=key, size_bytes=size, sha256=digests.sha256, server_checksum=server, verified_by=how)
 
     # -- read ----------------------------------------------------------------

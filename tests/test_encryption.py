@@ -105,6 +105,7 @@ def _cutover(**kw):
 def test_an_encrypted_cutover_leaves_nothing_readable_in_the_bucket(prefect_api, pilot, encrypted_env, s3_endpoint,
                                                                     bucket):
     from pg_cutover.runbook.manifest import load_manifest
+    from pg_cutover.runbook.report import human_size
 
     encrypted_env.setenv("CUTOVER_S3_LINKS", "presigned")  # allowed without CUTOVER_S3_PRESIGN_PLAINTEXT now
 
@@ -131,8 +132,11 @@ def test_an_encrypted_cutover_leaves_nothing_readable_in_the_bucket(prefect_api,
     # The local dump the scratch restore read stays plaintext in its 0700 directory; no ciphertext is left.
     assert dump.read_bytes().startswith(b"PGDMP") and (dump.parent.stat().st_mode & 0o777) == 0o700
     assert not list(dump.parent.rglob("*.age*"))
-    # The manifest and report stay readable.
+    # The manifest and report stay readable; the report names both digests of the dump.
     assert stored[m.offsite.prefix + "manifest.json"].lstrip().startswith(b"{")
+    dump_obj = m.offsite.object_for(dump.name)
+    assert (f"| `{dump_obj.key}` | {human_size(dump_obj.size_bytes)} | `{dump_obj.sha256}` | age, to 1 recipient(s) | "
+            f"`{m.backup.sha256}` | {dump_obj.verified_by} |") in stored[m.offsite.prefix + "report.md"].decode()
     shown = everything_shown(state.state_details.flow_run_id)
     [link] = [t for t in shown if t.startswith(f"artifact {pilot.replace('_', '-')}-offsite-dump ")]
     assert "Bearer link" in link and "the object is client-side encrypted" in link

@@ -80,10 +80,17 @@ def render_report(m: Manifest) -> str:
             "",
             f"## Off-site copy: s3://{o.bucket}/{o.prefix}" + (f" at {o.endpoint_url}" if o.endpoint_url else ""),
             "",
-            "| key | size | SHA-256 | verified |",
-            "|---|---|---|---|",
         ]
-        lines += [f"| `{x.key}` | {human_size(x.size_bytes)} | `{x.sha256}` | {x.verified_by} |" for x in o.objects]
+        if any(x.encrypted for x in o.objects):  # what the upload proved (ciphertext), what a restore proves (plaintext)
+            lines += ["| key | size | SHA-256 as stored | encryption | plaintext SHA-256 | verified |",
+                      "|---|---|---|---|---|---|"]
+            lines += [f"| `{x.key}` | {human_size(x.size_bytes)} | `{x.sha256}` | "
+                      + (f"{x.encryption}, to {len(x.recipients)} recipient(s) | `{x.plaintext_sha256}`" if x.encrypted
+                         else "none | (as stored)")
+                      + f" | {x.verified_by} |" for x in o.objects]
+        else:
+            lines += ["| key | size | SHA-256 | verified |", "|---|---|---|---|"]
+            lines += [f"| `{x.key}` | {human_size(x.size_bytes)} | `{x.sha256}` | {x.verified_by} |" for x in o.objects]
     if m.row_counts:
         lines += ["", "## Rows before the cutover", "", "| table | rows |", "|---|---:|"]
         lines += [f"| `{t}` | {n} |" for t, n in m.row_counts.items()]

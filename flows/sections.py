@@ -49,6 +49,7 @@ from pg_cutover.tasks.evidence import Progress, publish_markdown
 from pg_cutover.tasks.offsite import mirror, prune
 from pg_cutover.tasks.parity import (
     baseline_parity,
+    baseline_unchanged,
     blocking_sessions,
     build_baseline,
     data_parity,
@@ -110,6 +111,7 @@ class Cutover:
         self.stopped_backend = False  # by this run (CUTOVER_WRITE_FREEZE=stop-service), and not started again yet
         self.write_reading = None  # the writes sample's first reading, once the sample has passed
         self.scratch_schema: dict | None = None
+        self.proven: tuple[Any, dict] | None = None  # the baseline and the pilot's schema baseline parity proved equal
         self.sql_review: dict[str, Any] = {}
         self.fits: WindowCheck | None = None
         self.refusal: str | None = None  # the checklist's "no", when it was one
@@ -206,7 +208,9 @@ class Cutover:
             self.rec.skip("baseline-parity", f"no stamp: production is already at {self.plan.revision_before}")
             return
         with self.rec.step("baseline-parity") as step:
-            result = baseline_parity(self.kit, self.pg, self.plan, self.inflight.take(self.baseline_key).result())
+            built = self.inflight.take(self.baseline_key).result()
+            result = baseline_parity(self.kit, self.pg, self.plan, built)
+            self.proven = built, result["fingerprint"]
             step.detail = {"summary": f"equal to the baseline ({result['accepted']} allowed differences; "
                                       f"{result['compared']})"}
             if result["bootstrap"]:
@@ -320,6 +324,7 @@ class Cutover:
         backup (a rollback would lose it) and nobody in the way."""
         rec, kit, plan, prod_alembic = self.rec, self.kit, self.plan, self.prod_alembic
         self._writes_still_paused()
+        self._baseline_unchanged()
         with rec.step("blocking-sessions"):
             blocking_sessions(kit, plan)
             # Production's counters right before its first change: should the upgrade fail, what moved
@@ -340,6 +345,17 @@ class Cutover:
             # What production looks like as the cutover lets go of it: a later rollback refuses to
             # restore over anything written after this (pg_cutover.checks.changes).
             _record_production_state(rec, kit, plan.database, late_writes.AFTER_UPGRADE)
+
+    def _baseline_unchanged(self) -> None:
+        """3. (again) What baseline parity proved before the approval still holds as the stamp is about to claim it."""
+        if not self.plan.needs_stamp or self.proven is None:
+            self.rec.skip("baseline-unchanged", f"no stamp: production is already at {self.plan.revision_before}")
+            return
+        with self.rec.step("baseline-unchanged") as step:
+            result = baseline_unchanged(self.kit, self.pg, self.plan, *self.proven)
+            step.detail = {"summary": "the schema baseline parity proved, read again: unchanged" if not result["changed"]
+                           else f"{result['changed']} schema changes since baseline parity, proven again: "
+                                f"equal to the baseline ({result['compared']})"}
 
     def validate(self) -> None:
         """5. Post-migration validation, with the backend started again when this run stopped it."""

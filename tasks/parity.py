@@ -59,9 +59,9 @@ def comparison_text(comparison: equivalence.Comparison, title: str, empty: str) 
 def baseline_parity(kit: Toolkit, pg: PgClient, plan: Plan, built: Baseline) -> dict:
     """`alembic stamp` claims the pilot IS the baseline: prove it, or stop with the differences."""
     allow = parity.parse_allowlist(kit.settings.parity_allow)
-    comparison = equivalence.compare(_production_side(kit, pg, plan, "pilot", "normal_pilot"),
-                                     built.side(kit.conn, pg, derived_name(plan.database, "normal_base",
-                                                                           plan.timestamp)))
+    pilot = _production_side(kit, pg, plan, "pilot", "normal_pilot")
+    comparison = equivalence.compare(pilot, built.side(kit.conn, pg, derived_name(plan.database, "normal_base",
+                                                                                  plan.timestamp)))
     remaining, accepted = parity.apply_allowlist(comparison.differences, allow)
     comparison.differences = remaining
     text = comparison_text(comparison, f"Baseline parity: `{plan.database}` vs `{plan.baseline_rev}` built from nothing",
@@ -78,7 +78,32 @@ def baseline_parity(kit: Toolkit, pg: PgClient, plan: Plan, built: Baseline) -> 
                          "reviewed differences in CUTOVER_PARITY_ALLOW."
                          + (f" {comparison.warning}." if comparison.warning else ""))
     return {"differences": 0, "accepted": len(accepted), "compared": comparison.summary(),
-            "bootstrap": shlex.join(kit.settings.baseline_bootstrap_argv) if built.bootstrap else None}
+            "bootstrap": shlex.join(kit.settings.baseline_bootstrap_argv) if built.bootstrap else None,
+            "fingerprint": pilot.read}  # what was proven, for baseline_unchanged right before the stamp
+
+
+@task(name="baseline-unchanged", cache_policy=NO_CACHE, timeout_seconds=600)
+def baseline_unchanged(kit: Toolkit, pg: PgClient, plan: Plan, built: Baseline, proven: parity.Fingerprint) -> dict:
+    """Baseline parity ran before the approval: the schema is read again right before the stamp.
+
+    The same catalog read as then, a fraction of a second: equal, the proof stands. Changed (DDL run
+    while the form waited or the backup ran), the whole proof is made again against what is there now
+    and the stamp goes ahead only if it holds; the changes are published either way."""
+    now = parity.fingerprint(kit.conn, plan.database)
+    if now == proven:
+        return {"changed": 0}
+    changes = parity.diff(proven, now, a_name="at baseline parity", b_name="now")
+    get_run_logger().warning("%s's schema changed in %d ways since baseline parity (first: %s); proving it again",
+                             plan.database, len(changes), first_difference(changes))
+    publish_markdown(plan.database, "baseline-unchanged",
+                     parity.render_markdown(changes, f"`{plan.database}` changed since baseline parity"),
+                     "What changed in the pilot's schema between baseline parity and the stamp")
+    try:
+        again = baseline_parity.fn(kit, pg, plan, built)
+    except StepFailed as exc:
+        raise StepFailed(f"{plan.database}'s schema changed after baseline parity, before the stamp ({len(changes)} "
+                         f"changes, first: {first_difference(changes)}), and no longer passes it: {exc}") from None
+    return {"changed": len(changes), "accepted": again["accepted"], "compared": again["compared"]}
 
 
 def _offline_failure(text: str) -> str:

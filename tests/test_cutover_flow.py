@@ -75,7 +75,7 @@ def test_happy_path_legacy_pilot_reaches_head_with_every_row(prefect_api, conn, 
     assert [s.name for s in manifest.steps] == [
         "baseline-parity", "upgrade-sql", "approval", "writes-paused", "row-counts", "backup-full", "backup-schema",
         "backup-verify", "scratch-restore", "writes-sample", "data-parity", "scratch-amcheck", "scratch-migrate",
-        "window-check", "writes-still-paused", "blocking-sessions", "production-stamp", "production-upgrade", "production-current", "validate", "scratch-drop",
+        "window-check", "writes-still-paused", "baseline-unchanged", "blocking-sessions", "production-stamp", "production-upgrade", "production-current", "validate", "scratch-drop",
     ]
     assert all(s.status == "succeeded" for s in manifest.steps)
     assert "CREATE TABLE public.breweries" in Path(manifest.backup.schema_path).read_text()

@@ -114,3 +114,49 @@ def test_amcheck_that_cannot_run_is_a_warning_not_a_success(prefect_api, conn, p
             flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
     (description,) = [a.description for a in progress]
     assert "WARNING scratch-amcheck: no index checked: amcheck is unavailable" in description
+
+
+def _ddl_on_stop(env, conn, pilot, statement: str) -> None:
+    """The backend's stop command (after the approval, before the stamp) also runs `statement` on the pilot:
+    DDL by someone else while the form waited, seen by the run only through the schema."""
+    import shlex
+    import sys
+
+    code = ("import sys, psycopg2; c = psycopg2.connect(host=sys.argv[1], port=sys.argv[2], user=sys.argv[3], "
+            "dbname=sys.argv[4]); c.autocommit = True; c.cursor().execute(sys.argv[5])")
+    env.setenv("CUTOVER_WRITE_FREEZE", "stop-service")
+    env.setenv("CUTOVER_SERVICE_STOP", shlex.join([sys.executable, "-c", code, conn.host, str(conn.port), conn.user,
+                                                    pilot, statement]))
+    env.setenv("CUTOVER_SERVICE_START", "true")
+
+
+def test_schema_changed_after_baseline_parity_stops_the_run_before_the_stamp(prefect_api, conn, pilot, cutover_env):
+    _ddl_on_stop(cutover_env, conn, pilot, DRIFTS["hand-added column"][0])
+
+    state = cutover(**APPROVED, return_state=True)
+
+    assert state.is_failed()
+    assert ("schema changed after baseline parity, before the stamp (1 changes, first: column public.beers.notes "
+            "(object)), and no longer passes it") in state.message, state.message
+    m = the_manifest()
+    assert [s.status for s in m.steps if s.name == "baseline-parity"] == ["succeeded"]  # before the approval
+    assert m.failure["step"] == "baseline-unchanged" and not m.production_touched
+    assert db.alembic_revision(conn, pilot) is None
+    arts = artifacts_of(state.state_details.flow_run_id)
+    changed = arts[f"{pilot.replace('_', '-')}-baseline-unchanged"]
+    assert "| column | public.beers.notes | (object) | absent |" in changed, changed
+
+
+def test_a_schema_change_since_baseline_parity_that_still_passes_it_lets_the_stamp_go_ahead(prefect_api, conn, pilot,
+                                                                                             cutover_env):
+    _ddl_on_stop(cutover_env, conn, pilot, DRIFTS["hand-added column"][0])
+    cutover_env.setenv("CUTOVER_PARITY_ALLOW", "column:public.beers.notes")  # reviewed: the proof holds again
+
+    state = cutover(**APPROVED, return_state=True)
+
+    assert state.is_completed(), state.message
+    assert db.alembic_revision(conn, pilot) == HEAD
+    [step] = [s for s in the_manifest().steps if s.name == "baseline-unchanged"]
+    assert step.status == "succeeded"
+    assert step.detail["summary"].startswith("1 schema changes since baseline parity, proven again: equal to the "
+                                             "baseline"), step.detail

@@ -77,6 +77,8 @@ CUTOVER: tuple[Step, ...] = (
     Step("offsite-mirror", "2 (off-site copy)", when="mirrored runbook"),
     Step("window-check", "1", when="production"),
     Step("writes-still-paused", "1", when="sampled production"),
+    # Baseline parity ran before the approval: DDL since then would make the stamp a false claim.
+    Step("baseline-unchanged", "3 (proof before stamping)", when="runbook production"),
     Step("blocking-sessions", "4", when="runbook production"),
     # Recorded (as skipped) in a dry run too.
     Step("production-stamp", "4.1", changes_production=True, when="runbook"),

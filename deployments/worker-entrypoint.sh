@@ -5,6 +5,7 @@
 set -eu
 # deploy.py and `prefect deploy` read prefect.yaml from here, and record it as the runs' working directory.
 cd "$(dirname "$0")/.."
-python deployments/deploy.py
+# CUTOVER_NOTIFY_BLOCK (<block type>/<name>): pg-cutover's events sent through that notification block.
+python deployments/deploy.py ${CUTOVER_NOTIFY_BLOCK:+--notify "$CUTOVER_NOTIFY_BLOCK"}
 # exec: the worker becomes the container's main process, so `docker stop` reaches it and it can finish cleanly.
 exec prefect worker start --pool pg-cutover "$@"

@@ -186,7 +186,9 @@ def test_the_compose_worker_service_builds_the_image_and_runs_the_entrypoint():
         "build": {"context": ".", "args": {"PG_MAJOR": "${PG_MAJOR:-15}"}},
         "command": ["deployments/worker-entrypoint.sh"],
         "environment": IN_IMAGE | {
+            "PREFECT_UI_URL": "${PREFECT_UI_URL:-http://127.0.0.1:4200}",
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "${PREFECT_FLOWS_HEARTBEAT_FREQUENCY:-30}",
+            "CUTOVER_NOTIFY_BLOCK": "${CUTOVER_NOTIFY_BLOCK:-}",
             "POSTGRES_USER": "${POSTGRES_USER:-postgres}",
             "POSTGRES_PASSWORD": "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}",
             "POSTGRES_DB": "${POSTGRES_DB:-beer_pilot}",
@@ -214,7 +216,8 @@ def test_the_compose_worker_service_builds_the_image_and_runs_the_entrypoint():
               if keyword == "CMD"]
     assert cmd == compose_worker()["command"]
     script = [line for line in (REPO_ROOT / cmd[0]).read_text().splitlines() if line and not line.startswith("#")]
-    assert script[-2:] == ["python deployments/deploy.py", 'exec prefect worker start --pool pg-cutover "$@"']
+    assert script[-2:] == ['python deployments/deploy.py ${CUTOVER_NOTIFY_BLOCK:+--notify "$CUTOVER_NOTIFY_BLOCK"}',
+                           'exec prefect worker start --pool pg-cutover "$@"']
     assert os.access(REPO_ROOT / cmd[0], os.X_OK)
 
 
@@ -230,7 +233,8 @@ def test_the_build_context_leaves_out_secrets_data_and_the_checkout_environment(
 
 
 @pytest.mark.slow
-def test_the_image_deploys_once_then_its_worker_runs_a_dry_run(conn, pg_target, pilot, tmp_path, prefect_server):
+def test_the_image_deploys_once_then_its_worker_runs_a_dry_run(conn, pg_target, pilot, tmp_path, prefect_server,
+                                                             webhook):
     if pg_target.embedded:
         pytest.skip("the image's client pairs with a server over TCP; this machine's tests use the embedded one")
     image = build_image(tmp_path / "rootfs")
@@ -273,6 +277,8 @@ def test_the_image_deploys_once_then_its_worker_runs_a_dry_run(conn, pg_target, 
     assert env["BASELINE_REV"] == BASELINE and env["CUTOVER_ALEMBIC_DIR"] == "examples/beer_backend_api"
     # Faster polling and a shorter write sample than production's, so the test waits less; nothing else added.
     env |= {"PREFECT_WORKER_QUERY_SECONDS": "2", "CUTOVER_WRITE_SAMPLE_SECONDS": "1"}
+    assert env["CUTOVER_NOTIFY_BLOCK"] == ""  # unset by default: no notifications wired
+    env["CUTOVER_NOTIFY_BLOCK"] = webhook.register(prefect_server)  # an operator's notification block
     image.path("/backups").mkdir(mode=0o700)
 
     files_before = sorted(p.relative_to(app) for p in app.rglob("*"))
@@ -294,7 +300,7 @@ def test_the_image_deploys_once_then_its_worker_runs_a_dry_run(conn, pg_target, 
         for name in DEPLOYMENTS:
             assert api.http.get(f"/deployments/name/{name}").status_code == 200, name
         automations = api.post("/automations/filter", json={}).json()
-        assert "pg-cutover-zombie-detection" in {a["name"] for a in automations}
+        assert {"pg-cutover-zombie-detection", "pg-cutover-notifications"} <= {a["name"] for a in automations}
 
         run = api.run_deployment("cutover/cutover", {
             "dry_run": True, "approved_by": "image test", "ticket": "CHG-22",

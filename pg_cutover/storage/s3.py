@@ -217,7 +217,7 @@ class S3Store:
     def upload_backup(self, path: Path, key: str, sha256: str, *, step: str = "upload") -> StoredObject:
         """A backup file (dump, schema snapshot): as it is, or encrypted to `recipients` under `key` + ".age".
 
-        Encrypted, the ciphertext is streamed from an encrypting thread into the multipart upload (never
+        Encrypted, the ciphertext is streamed from an encrypting process into the multipart upload (never
         written to disk), its digests taken on the way, and the stored object proven like any file: size
         and the server's checksum over the parts. The plaintext's SHA-256 is proven as it is read."""
         if not self.recipients:

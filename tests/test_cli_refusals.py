@@ -147,11 +147,13 @@ def test_rollback_with_the_server_unreachable(cutover_env, conn, pilot, no_prefe
     assert sorted(p.name for p in run_dir.iterdir()) == [MANIFEST_NAME]  # no incident written, nothing restored
 
 
-@pytest.mark.e2e  # the command line's own temporary Prefect server runs the flow
-def test_a_failed_run_says_where_its_evidence_is(cutover_env, broken_alembic_dir, conn, pilot, tmp_path):
+@pytest.mark.e2e
+def test_a_failed_run_says_where_its_evidence_is(prefect_api, cutover_env, broken_alembic_dir, conn, pilot, tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
     cutover_env.setenv("CUTOVER_ALEMBIC_DIR", str(broken_alembic_dir))
-    env = {name: value for name, value in os.environ.items() if name != "PREFECT_API_URL"}
-    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    # The test API, not a temporary server of the command's own (test_cli_startup starts one of those).
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_HOME": str(tmp_path / "prefect-home")}
 
     proc = cutover("run", *APPROVED, env=env)
 

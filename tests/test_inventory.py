@@ -54,6 +54,18 @@ def test_inventory_defaults_targets_and_hosts(tmp_path):
     assert load_inventory(write(tmp_path, GOOD), policy="continue", max_parallel=9).policy == "continue"
 
 
+def test_a_target_may_take_its_own_strategy(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLEET_TEST_PW", "pw")
+    monkeypatch.setenv("CUTOVER_STRATEGY", "runbook")
+    inv = load_inventory(write(tmp_path, GOOD.replace('name = "tenant-b"', 'name = "tenant-b"\nstrategy = "clone"', 1)))
+    a, b = inv.targets
+    assert b.overrides()["CUTOVER_STRATEGY"] == "clone" and "CUTOVER_STRATEGY" not in a.overrides()
+    assert (target_settings(a).strategy, target_settings(b).strategy) == ("runbook", "clone")
+    with pytest.raises(ConfigError) as err:
+        load_inventory(write(tmp_path, GOOD.replace('name = "tenant-b"', 'name = "tenant-b"\nstrategy = "fast"', 1)))
+    assert "target tenant-b: strategy is invalid ('fast'): Input should be 'runbook' or 'clone'" in str(err.value)
+
+
 def test_target_settings_resolve_the_password_on_the_worker(tmp_path, monkeypatch):
     monkeypatch.setenv("FLEET_TEST_PW", "s3cret-from-env")
     monkeypatch.setenv("POSTGRES_DB", "worker_default")

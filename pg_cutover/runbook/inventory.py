@@ -13,6 +13,7 @@
     name = "tenant-a"
     database = "tenant_a"
     health_url = "http://tenant-a.internal:8000"
+    strategy = "clone"         # this one only; the others keep CUTOVER_STRATEGY
 
 A `Target` is also the cutover flow's `target` parameter: it travels to whichever
 worker runs that cutover, so it holds nothing secret, and the password reference
@@ -45,6 +46,7 @@ SETTING_OF = {
     "health_url": "CUTOVER_HEALTH_URL",
     "service": "CUTOVER_SERVICE",
     "alembic_dir": "CUTOVER_ALEMBIC_DIR",
+    "strategy": "CUTOVER_STRATEGY",
 }
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 5432
 
@@ -64,6 +66,9 @@ class Target(BaseModel):
     health_url: HealthUrl | None = Field(None, description="The backend's URL for health checks, or 'none'.")
     service: str | None = Field(None, description="Service controller, e.g. compose:<service>, or 'none'.")
     alembic_dir: str | None = Field(None, description="Directory with alembic.ini (default: CUTOVER_ALEMBIC_DIR).")
+    strategy: Literal["runbook", "clone"] | None = Field(
+        None, description="'runbook' or 'clone' for this database (default: CUTOVER_STRATEGY): a big database "
+                          "may take the clone strategy's seconds-long window while small ones keep the runbook's.")
 
     @field_validator("name")
     @classmethod

@@ -5,8 +5,7 @@ each in a fresh subprocess so its peak RSS is its own:
 - plain: boto3's upload_file with its defaults;
 - store: S3Store.upload_backup without recipients (SHA-256 per part, proven afterwards);
 - age: S3Store.upload_backup with an age recipient (CUTOVER_ENCRYPTION=age): encrypted, proven, uploaded.
-Then the restore side, alternating: S3Store.download of the plain copy against download_decrypted of the
-encrypted one. Prints markdown tables.
+Prints a markdown table.
 
     .venv/bin/python bench/mirror_bench.py --size-mb 1024 --runs 3
 """
@@ -31,31 +30,19 @@ CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
 kind, endpoint, bucket, path, key, sha, recipient = sys.argv[1:8]
-import os
 import boto3
 started = time.monotonic()
-extra, stored = "", ""
 if kind == "plain":
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").upload_file(path, bucket, key)
-elif kind in ("store", "age"):
+    extra = ""
+else:
     from pg_cutover.storage.s3 import S3Store
     store = S3Store(bucket=bucket, endpoint_url=endpoint, recipients=(recipient,) if kind == "age" else ())
     obj = store.upload_backup(Path(path), key, sha)
-    extra, stored = obj.verified_by, obj.sha256
-else:  # the restore side: "get" downloads store.bin, "get-age" decrypts age.bin.age as it downloads
-    from pg_cutover.storage.encryption import RestoreIdentity
-    from pg_cutover.storage.s3 import S3Store
-    store, dest = S3Store(bucket=bucket, endpoint_url=endpoint), Path(path)
-    if kind == "get":
-        store.download("store.bin", dest, sha)
-    else:
-        store.download_decrypted("age.bin.age", dest, os.environ["BENCH_CIPHER_SHA"], sha,
-                                 RestoreIdentity(secret=os.environ["BENCH_AGE_IDENTITY"]), [recipient])
-    dest.unlink()
+    extra = obj.verified_by
 seconds = time.monotonic() - started
 print(json.dumps({"seconds": seconds, "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "child_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, "verified": extra,
-                  "sha256": stored}))
+                  "child_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, "verified": extra}))
 """
 
 
@@ -71,13 +58,8 @@ LABELS = {"plain": "boto3 upload_file (defaults)",
           "age": "S3Store.upload_backup, CUTOVER_ENCRYPTION=age (encrypted, verified)"}
 
 
-RESTORE_KINDS = ("get", "get-age")
-RESTORE_LABELS = {"get": "S3Store.download, plain (SHA-256 proven)",
-                  "get-age": "S3Store.download_decrypted (decrypted as it downloads, both SHA-256 proven)"}
-
-
-def child(kind: str, endpoint: str, bucket: str, path: Path, sha: str, recipient: str, **env_extra: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(REPO), **env_extra}
+def child(kind: str, endpoint: str, bucket: str, path: Path, sha: str, recipient: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, "-c", CHILD, kind, endpoint, bucket, str(path), f"{kind}.bin", sha, recipient],
                          env=env, capture_output=True, text=True, check=True, timeout=3600)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -98,8 +80,7 @@ def main() -> int:
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench-secret")
     from pyrage import x25519
 
-    identity = x25519.Identity.generate()
-    recipient = str(identity.to_public())
+    recipient = str(x25519.Identity.generate().to_public())
     with tempfile.TemporaryDirectory() as tmp, s3_server() as endpoint:
         path = Path(tmp) / "dump.bin"
         make_file(path, args.size_mb)
@@ -112,14 +93,6 @@ def main() -> int:
                 results[kind].append(child(kind, endpoint, "bench", path, sha, recipient))
                 for obj in s3.list_objects_v2(Bucket="bench").get("Contents", []):
                     s3.delete_object(Bucket="bench", Key=obj["Key"])  # moto keeps objects in memory
-        # The restore side, from one plain and one encrypted copy.
-        child("store", endpoint, "bench", path, sha, recipient)
-        cipher = child("age", endpoint, "bench", path, sha, recipient)["sha256"]
-        secrets = {"BENCH_CIPHER_SHA": cipher, "BENCH_AGE_IDENTITY": str(identity)}
-        for i in range(args.runs):
-            for kind in RESTORE_KINDS if i % 2 == 0 else RESTORE_KINDS[::-1]:
-                results.setdefault(kind, []).append(
-                    child(kind, endpoint, "bench", Path(tmp) / "restored.bin", sha, recipient, **secrets))
     med = {k: statistics.median(r["seconds"] for r in v) for k, v in results.items()}
     rss = {k: max(r["max_rss_mb"] for r in v) for k, v in results.items()}
     child_rss = {k: max(r["child_rss_mb"] for r in v) for k, v in results.items()}  # the age path's encrypting process
@@ -146,14 +119,6 @@ def main() -> int:
           f"{rss['age'] + child_rss['age']:.0f} MB; target <= 300 MB: "
           f"{'met' if worst <= 300 else 'NOT met'}.")
     print(f"- Verification: {results['store'][0]['verified']}; encrypted: {results['age'][0]['verified']}")
-    print("\n| restore side | median s | runs s | peak RSS MB (its child process) |\n|---|---:|---|---:|")
-    for k in RESTORE_KINDS:
-        runs = ", ".join(f"{r['seconds']:.2f}" for r in results[k])
-        seal = f" (+{child_rss[k]:.0f})" if child_rss[k] >= 1 else ""
-        print(f"| {RESTORE_LABELS[k]} | {med[k]:.2f} | {runs} | {rss[k]:.0f}{seal} |")
-    ratio, low, high = ratios("get-age", "get")
-    print(f"\n- Ratio get-age/get: median {ratio:.2f} (min {low:.2f}, max {high:.2f}); peak RSS "
-          f"{rss['get-age'] + child_rss['get-age']:.0f} MB with its decrypting process.")
     return 0
 
 

@@ -26,6 +26,7 @@ from pg_cutover.pg.tools import PgClient
 from pg_cutover.rollback.restore import restore_into, unique_name
 from pg_cutover.runbook.manifest import MANIFEST_NAME, Manifest
 from pg_cutover.runbook.steps import RunStatus
+from pg_cutover.storage import encryption
 from pg_cutover.storage.encryption import RestoreIdentity
 from pg_cutover.storage.s3 import S3Store
 
@@ -154,7 +155,11 @@ def fetch_offsite(store: S3Store, newest: Newest, key: str, work_dir: Path,
     obj = m.offsite.object_for(Path(m.backup.path).name)
     if obj is None or not obj.encrypted:
         return bucket_store.download(key, dest, m.backup.sha256)
-    return bucket_store.download_decrypted(key, dest, obj.sha256, m.backup.sha256, identity, obj.recipients)
+    sealed = bucket_store.download(key, dest.with_name(dest.name + ".age"), obj.sha256)
+    try:
+        return encryption.decrypt_file(sealed, dest, identity, m.backup.sha256, key, obj.recipients)
+    finally:
+        sealed.unlink(missing_ok=True)
 
 
 def _other_bucket(store: S3Store, bucket: str) -> S3Store:

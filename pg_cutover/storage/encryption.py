@@ -8,24 +8,21 @@ On the upload path nothing encrypted touches the disk: `Sealed` is the ciphertex
 process encrypting into a pipe that the upload reads, so encryption runs beside the upload rather than
 before it, and the plaintext and ciphertext digests are taken on the way through (no extra pass).
 
-The restore side is the same in reverse: `Unsealing` is written by the download, a process decrypts it
-into `<dest>.part`, renamed only once the ciphertext's and the plaintext's SHA-256 equal the ones
+A decryption writes to `<dest>.part` and renames it only once the plaintext's SHA-256 equals the one
 recorded: a missing or wrong identity, a tampered object or a digest that differs never leaves a
-plaintext file behind, and no ciphertext is written to disk.
+plaintext file behind.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pg_cutover.digest import Digester, FileDigests
+from pg_cutover.digest import Digester, FileDigests, sha256_file
 from pg_cutover.errors import CutoverError
-from pg_cutover.storage.seal import IDENTITY_ENV
 
 SCHEME = "age"
 SUFFIX = ".age"
@@ -154,85 +151,41 @@ def public_key_of(identity: str) -> str | None:
         return None
 
 
-class Unsealing:
-    """Where a download of an encrypted object is written (boto3's download_fileobj, a stream): an age
-    process (seal.py --decrypt) decrypts it into `<dest>.part` as it arrives; `finish` renames that to
-    `dest` only once the ciphertext and the plaintext are both proven. Whatever else happens, no process
-    and no partial plaintext is left.
+def decrypt_file(source: Path, dest: Path, identity: RestoreIdentity | None, expected_sha256: str,
+                 what: str, recipients: tuple[str, ...] | list[str] = ()) -> Path:
+    """`source` decrypted into `dest` whose SHA-256 must be `expected_sha256`; else nothing is left at `dest`.
 
-    The ciphertext's SHA-256 is taken as it arrives. Should the decryption stop early (a wrong identity,
-    an altered object), the rest is still received and hashed, so that a replaced object is told apart
-    from an identity that does not fit."""
+    `what` names the object in the sentences; `recipients`, when recorded, lets a wrong identity be refused
+    before anything is decrypted."""
+    secret = _usable(identity, what, recipients)
+    import pyrage
+    from pyrage import x25519
 
-    def __init__(self, dest: Path, secret: str, what: str):
-        self.dest, self.what = dest, what
-        self.part = dest.with_name(dest.name + ".part")
-        self.part.unlink(missing_ok=True)
-        os.close(os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # private before the first byte
-        self._received = hashlib.sha256()
-        self._reading = True  # the decrypting process still reads what is written
-        self._done = False
-        # The identity goes through the environment, never argv (readable by every user of the machine).
-        self._proc = subprocess.Popen([sys.executable, _SEAL, "--decrypt", str(self.part)],
-                                      stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                      bufsize=Sealed.PIPE_BYTES, env={**os.environ, IDENTITY_ENV: secret})
-        _widen(self._proc.stdin.fileno(), Sealed.PIPE_BYTES)
-
-    def write(self, data: bytes) -> int:
-        self._received.update(data)
-        if self._reading:
-            try:
-                self._proc.stdin.write(data)
-            except BrokenPipeError:
-                self._reading = False  # it stopped: `finish` says why, once the ciphertext is known
-        return len(data)
-
-    def received_sha256(self) -> str:
-        return self._received.hexdigest()
-
-    def finish(self, expected_sha256: str) -> Path:
-        """All was received: the decryption's end awaited, its plaintext proven, `dest` in place."""
-        try:
-            self._proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        said = self._proc.stderr.read().decode(errors="replace").strip().splitlines()
-        if self._proc.wait() != 0:
-            raise DecryptionRefused(
-                f"{SETTING} does not decrypt {self.what} ({said[-1] if said else 'no message'}): expected the age "
-                "identity of one of the recipients it was encrypted to, or the object was altered; nothing was "
-                "restored.")
-        actual = said[-1] if said else ""
-        if actual != expected_sha256:
-            raise DecryptionRefused(f"{self.what} decrypts to SHA-256 {actual}, not the backup's {expected_sha256}: "
-                                    "refusing to restore from it.")
-        os.replace(self.part, self.dest)
-        self._done = True
-        return self.dest
-
-    def close(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.kill()
-        self._proc.wait()
-        for pipe in (self._proc.stdin, self._proc.stderr):
-            try:
-                pipe.close()
-            except BrokenPipeError:
-                pass
-        if not self._done:
-            self.part.unlink(missing_ok=True)
-
-    def __enter__(self) -> "Unsealing":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    part = dest.with_name(dest.name + ".part")
+    part.unlink(missing_ok=True)
+    try:
+        pyrage.decrypt_file(str(source), str(part), [x25519.Identity.from_str(secret)])
+    except Exception as exc:
+        part.unlink(missing_ok=True)
+        raise DecryptionRefused(
+            f"{SETTING} does not decrypt {what} ({type(exc).__name__}): expected the age identity of one of the "
+            "recipients it was encrypted to, or the object was altered; nothing was restored.") from None
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    os.chmod(part, 0o600)
+    actual = sha256_file(part)
+    if actual != expected_sha256:
+        part.unlink(missing_ok=True)
+        raise DecryptionRefused(f"{what} decrypts to SHA-256 {actual}, not the backup's {expected_sha256}: "
+                                "refusing to restore from it.")
+    os.replace(part, dest)
+    return dest
 
 
-def usable_secret(identity: RestoreIdentity | None, what: str, recipients: tuple[str, ...] | list[str] = ()) -> str:
-    """The identity's key, or DecryptionRefused: one sentence naming CUTOVER_ENCRYPTION_IDENTITY when it is
-    missing, not an age identity, or (recipients recorded) not the identity of any of them."""
-    return _usable(identity, what, recipients)
+def check_identity(identity: RestoreIdentity | None, what: str, recipients: tuple[str, ...] | list[str] = ()) -> None:
+    """Refuse, in one sentence naming CUTOVER_ENCRYPTION_IDENTITY, an identity that cannot decrypt `what`."""
+    _usable(identity, what, recipients)
 
 
 def _usable(identity: RestoreIdentity | None, what: str, recipients) -> str:

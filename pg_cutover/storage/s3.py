@@ -302,25 +302,6 @@ class S3Store:
         os.replace(tmp, dest)
         return dest
 
-    def download_decrypted(self, key: str, dest: Path, sha256: str, plaintext_sha256: str,
-                           identity: "encryption.RestoreIdentity | None",
-                           recipients: tuple[str, ...] | list[str] = ()) -> Path:
-        """An object encrypted on the client, decrypted while it downloads (no ciphertext on disk): the
-        ciphertext proven against `sha256` (what the upload proved), the plaintext against `plaintext_sha256`;
-        a wrong identity, an altered or a replaced object leaves nothing at `dest`."""
-        where = f"s3://{self.bucket}/{key}"
-        secret = encryption.usable_secret(identity, where, recipients)  # before a byte is downloaded
-        with encryption.Unsealing(dest, secret, where) as sink:
-            try:
-                self.client.download_fileobj(self.bucket, key, sink, Config=self._transfer())
-            except Exception as exc:
-                raise self.explain(getattr(exc, "last_exception", None) or exc, f"downloading {key}") from None
-            actual = sink.received_sha256()
-            if actual != sha256:
-                raise BackupUntrusted(f"{where} does not match the backup's SHA-256 ({actual} != {sha256}): the "
-                                      "object was corrupted or replaced; refusing to restore from it.")
-            return sink.finish(plaintext_sha256)
-
     def get_text(self, key: str) -> str | None:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read().decode()
@@ -411,11 +392,16 @@ def verified_dump(manifest: Manifest, store: "S3Store | None", work_dir: Path,
         raise BackupUntrusted(f"The manifest of run {manifest.run_id} records plaintext SHA-256 "
                               f"{offsite.plaintext_sha256} for {where}, but {expected} for the backup.")
     if offsite.encrypted:
-        encryption.usable_secret(identity, where, offsite.recipients)  # before anything is made or downloaded
+        encryption.check_identity(identity, where, offsite.recipients)  # before a byte is downloaded
     work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     dest = work_dir / local.name
     if not offsite.encrypted:
         store.download(offsite.key, dest, expected)
-    else:
-        store.download_decrypted(offsite.key, dest, offsite.sha256, expected, identity, offsite.recipients)
+        return dest, where
+    sealed = work_dir / (local.name + encryption.SUFFIX)
+    try:
+        store.download(offsite.key, sealed, offsite.sha256)  # the ciphertext the upload proved
+        encryption.decrypt_file(sealed, dest, identity, expected, where, offsite.recipients)
+    finally:
+        sealed.unlink(missing_ok=True)
     return dest, where

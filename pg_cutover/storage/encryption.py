@@ -98,10 +98,10 @@ class Sealed:
             return chunk
         said = self._proc.stderr.read().decode(errors="replace").strip().splitlines()
         code = self._proc.wait()
-        plaintext = said[-1] if said else ""
+        plaintext = said[-1] if said else ""  # the plaintext's SHA-256, or the error's last line
         if code != 0:
             self.failure = EncryptionFailed(f"encrypting {self.source} failed (exit {code}: "
-                                            f"{said[-1] if said else 'no message'}); nothing was stored.")
+                                            f"{plaintext or 'no message'}); nothing was stored.")
         elif plaintext != self.expected_sha256:
             self.failure = EncryptionFailed(f"{self.source} changed on disk while it was encrypted (SHA-256 "
                                             f"{plaintext}, recorded {self.expected_sha256}); nothing was stored.")

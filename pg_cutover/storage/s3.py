@@ -266,9 +266,7 @@ class S3Store:
         if size != digests.size:
             raise StorageError(f"s3://{self.bucket}/{key} holds {size} bytes, the local file {digests.size}: the copy is not the backup.")
         meta = head.get("Metadata", {}).get(SHA_METADATA)
-        if streamed:
-            pass  # the digest was known only at the stream's end, after the metadata was sent
-        elif meta != digests.sha256:
+        if not streamed and meta != digests.sha256:  # a stream's digest is known only after its metadata was sent
             raise StorageError(f"s3://{self.bucket}/{key} carries SHA-256 {meta}, the local file {digests.sha256}: the copy is not the backup.")
         server = head.get("ChecksumSHA256")
         if server:
